@@ -1,0 +1,52 @@
+"""The project's default: DSResNet (depthwise-separable, dilated, residual) on CIFAR-10.
+
+Run:
+  python main.py --config configs/default.py
+  python main.py --config configs/default.py --config.dataset=folder:../shared/data/cifar10-jpeg
+
+Expected result: see the README's results table (measured runs, with command and hardware).
+"""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    # Model: a name in flax_cifar.models.MODELS, and the keyword arguments of its class.
+    config.model = 'dsresnet'
+    config.model_args = ml_collections.ConfigDict(dict(
+        stem_features=32,              # dense 3x3 stem at 32x32
+        stage_features=(64, 128, 256),  # one stage per width; each halves the resolution
+        stage_depths=(1, 1, 1),        # residual separable units per stage
+        stage_dilations=(2, 2, 1),     # kernel_dilation of the residual units' 3x3 convs
+        depthwise=True,                # feature_group_count=in_features in the 3x3 convs
+        dropout_rate=0.0,              # dropout on the residual branches
+    ))
+
+    # Data: 'cifar10' from the TFDS catalog, or 'folder:/path' (root/{train,test}/<class>/*).
+    config.dataset = 'cifar10'
+    config.data_dir = None             # TFDS data_dir for catalog datasets (None: TFDS default)
+    config.augment = True              # random crop and flip, inside the jitted step
+    config.crop_padding = 4            # zero padding before the random 32x32 crop
+    config.flip = True                 # random horizontal flips
+
+    # Optimization.
+    config.batch_size = 128            # global batch, split over all devices
+    config.eval_batch_size = 1000      # test-set batch; the last partial batch is masked
+    config.num_epochs = 15
+    config.num_train_steps = -1        # -1: num_epochs of full batches; >0: stop after these
+    config.learning_rate = 0.2         # peak learning rate of the schedule
+    config.schedule = 'onecycle'       # 'onecycle', 'warmup_cosine' or 'constant'
+    config.warmup_fraction = 0.25      # share of the steps spent rising to the peak
+    config.onecycle_div_factor = 25.0  # onecycle starts at learning_rate / this
+    config.onecycle_final_div_factor = 1e4  # and ends at the start value / this
+    config.momentum = 0.9
+    config.nesterov = True
+    config.weight_decay = 5e-4         # L2 on conv and dense kernels (not BN, not biases)
+    config.label_smoothing = 0.1       # 0 for plain cross-entropy
+
+    # Bookkeeping.
+    config.seed = 0                    # init, data order, augmentation and dropout
+    config.log_every_steps = 20        # progress bar and TensorBoard refresh
+    config.checkpoint_every_steps = -1  # >0: also checkpoint every this many steps
+    config.max_checkpoints_to_keep = 3
+    return config

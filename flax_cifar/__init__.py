@@ -1,0 +1,1 @@
+"""flax_cifar: small dilated, depthwise-separable CIFAR-10 networks in JAX/Flax."""

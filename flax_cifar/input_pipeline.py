@@ -1,0 +1,87 @@
+"""CIFAR-10 input: TFDS (catalog or local ImageFolder) into memory, augmentation on device.
+
+CIFAR-10 is 180 MB as uint8, so each split is read once into a NumPy array and then held on
+the accelerator; cropping, flipping and normalization run inside the jitted train step, so
+the step never waits on a host pipeline.
+"""
+import os
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+# Per-channel statistics of the CIFAR-10 training set (RGB, on the [0, 1] scale).
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+FOLDER_PREFIX = 'folder:'
+IMAGE_SHAPE = (32, 32, 3)
+
+
+class Split(NamedTuple):
+    images: np.ndarray  # (N, 32, 32, 3) uint8
+    labels: np.ndarray  # (N,) int32
+
+
+def _builder(dataset: str, data_dir: str | None):
+    if dataset.startswith(FOLDER_PREFIX):
+        root = os.path.expanduser(dataset[len(FOLDER_PREFIX):])
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f'config.dataset: folder {root!r} does not exist')
+        return tfds.folder_dataset.ImageFolder(root, shape=IMAGE_SHAPE)
+    builder = tfds.builder(dataset, data_dir=data_dir)
+    try:
+        builder.download_and_prepare()
+    except Exception as e:  # TFDS raises a zoo of network and file errors here.
+        raise RuntimeError(
+            f'config.dataset={dataset!r}: TFDS could not download or prepare it '
+            f'({type(e).__name__}: {str(e).splitlines()[0][:200]}). Offline? Train from a '
+            f'local copy with --config.dataset=folder:/path/to/cifar10 '
+            f'(layout root/{{train,test}}/<class>/*.png|jpg).') from None
+    return builder
+
+
+def load_split(dataset: str, split: str, data_dir: str | None = None) -> Split:
+    """The whole `split` of `dataset` ('cifar10', or 'folder:/path') as uint8 arrays."""
+    builder = _builder(dataset, data_dir)
+    if split not in builder.info.splits:
+        raise ValueError(f'config.dataset={dataset!r} has no {split!r} split; '
+                         f'it has {sorted(builder.info.splits)}')
+    ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+    images, labels = [], []
+    for image, label in tfds.as_numpy(ds.batch(4096)):
+        images.append(image)
+        labels.append(label)
+    return Split(np.concatenate(images).astype(np.uint8),
+                 np.concatenate(labels).astype(np.int32))
+
+
+def num_classes(dataset: str, data_dir: str | None = None) -> int:
+    return _builder(dataset, data_dir).info.features['label'].num_classes
+
+
+def normalize(images: jax.Array) -> jax.Array:
+    """uint8 NHWC images to float32, zero mean and unit variance per channel."""
+    x = images.astype(jnp.float32) / 255.0
+    return (x - jnp.asarray(CIFAR10_MEAN)) / jnp.asarray(CIFAR10_STD)
+
+
+def random_crop_flip(rng: jax.Array, images: jax.Array, padding: int = 4,
+                     flip: bool = True) -> jax.Array:
+    """Pad with zeros, crop back at a random offset per image, and flip half of them.
+
+    The torchvision recipe (RandomCrop(32, padding=4), RandomHorizontalFlip), on device.
+    """
+    n, h, w, c = images.shape
+    crop_rng, flip_rng = jax.random.split(rng)
+    if padding:
+        padded = jnp.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+        offsets = jax.random.randint(crop_rng, (n, 2), 0, 2 * padding + 1)
+        images = jax.vmap(
+            lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (h, w, c)))(padded, offsets)
+    if flip:
+        flips = jax.random.bernoulli(flip_rng, 0.5, (n, 1, 1, 1))
+        images = jnp.where(flips, images[:, :, ::-1, :], images)
+    return images

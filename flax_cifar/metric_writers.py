@@ -1,0 +1,38 @@
+"""Metrics to TensorBoard event files and to a JSON-lines file, from process 0 only."""
+import json
+import os
+
+import tensorflow as tf
+
+
+class MetricWriter:
+    """Scalars per step to TensorBoard; one JSON line per epoch to `metrics.jsonl`."""
+
+    def __init__(self, workdir: str, enabled: bool = True):
+        self.enabled = enabled
+        if not enabled:
+            return
+        os.makedirs(workdir, exist_ok=True)
+        self.jsonl_path = os.path.join(workdir, 'metrics.jsonl')
+        self._summary = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+
+    def write_scalars(self, step: int, scalars: dict):
+        if not self.enabled:
+            return
+        with self._summary.as_default(step=step):
+            for name, value in scalars.items():
+                tf.summary.scalar(name, float(value))
+
+    def write_epoch(self, record: dict):
+        """Appends `record` as a JSON line and its numbers as TensorBoard scalars."""
+        if not self.enabled:
+            return
+        with open(self.jsonl_path, 'a') as f:
+            f.write(json.dumps(record) + '\n')
+        self.write_scalars(record['step'], {f'epoch/{k}': v for k, v in record.items()
+                                            if k not in ('epoch', 'step')})
+        self._summary.flush()
+
+    def close(self):
+        if self.enabled:
+            self._summary.close()

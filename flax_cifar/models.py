@@ -1,0 +1,238 @@
+"""CIFAR-10 networks built from dilated and depthwise-separable convolutions.
+
+Two families:
+  * `SeedNet`: the seed write-up's network, layer for layer (185,936 parameters). Its
+    "depthwise" 3x3 convs are dense, as the seed's parameter counts show; `depthwise=True`
+    makes them true depthwise convs (`feature_group_count=in_features`).
+  * `DSResNet`: the project's default, true depthwise-separable residual stages with dilated
+    convs; widths, depths and dilations come from the config.
+
+`summarize` prints a seed-style table with every layer's receptive field.
+"""
+import dataclasses
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# PyTorch's BatchNorm2d defaults (momentum 0.1 there is 0.9 here), as the seed used.
+BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
+
+
+class Pool(nn.Module):
+    """Average or max pooling as a module, so that it shows in the summary and the RF."""
+    kind: str  # 'avg' or 'max'
+    window: int
+    stride: int
+
+    def __call__(self, x):
+        pool = nn.avg_pool if self.kind == 'avg' else nn.max_pool
+        return pool(x, (self.window, self.window), strides=(self.stride, self.stride))
+
+
+class SeparableConv(nn.Module):
+    """A 3x3 spatial conv (dilated, strided) followed by a 1x1 pointwise conv.
+
+    With `depthwise=True` the 3x3 conv is a true depthwise conv (one filter per input
+    channel, `feature_group_count=in_features`); with False it is the seed's dense 3x3.
+    """
+    features: int
+    dilation: int = 1
+    stride: int = 1
+    padding: Any = 0
+    depthwise: bool = True
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        in_features = x.shape[-1]
+        x = nn.Conv(in_features, (3, 3), strides=self.stride, padding=self.padding,
+                    kernel_dilation=self.dilation,
+                    feature_group_count=in_features if self.depthwise else 1,
+                    use_bias=False, dtype=self.dtype, name='depthwise')(x)
+        return nn.Conv(self.features, (1, 1), use_bias=False, dtype=self.dtype,
+                       name='pointwise')(x)
+
+
+# The seed's table, one row per conv unit: (features, dilation, stride, padding, separable).
+SEED_LAYERS = (
+    (16, 1, 1, 0, False),  # 30x30
+    (32, 2, 1, 0, True),   # 26x26
+    (32, 2, 1, 0, True),   # 22x22
+    (64, 2, 1, 0, True),   # 18x18
+    (64, 2, 2, 0, True),   # 7x7
+    (64, 1, 1, 1, True),   # 7x7
+    (64, 1, 1, 1, True),   # 7x7
+    (64, 1, 1, 1, False),  # 7x7
+)
+
+
+class SeedNet(nn.Module):
+    """The seed network: each unit is conv -> ReLU -> BatchNorm -> Dropout, as in the seed."""
+    depthwise: bool = False
+    dropout_rate: float = 0.05
+    num_classes: int = 10
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = x.astype(self.dtype)
+        for i, (features, dilation, stride, padding, separable) in enumerate(SEED_LAYERS):
+            name = f'unit{i + 1}'
+            if separable:
+                x = SeparableConv(features, dilation, stride, padding, self.depthwise,
+                                  self.dtype, name=f'{name}_sepconv')(x)
+            else:
+                x = nn.Conv(features, (3, 3), strides=stride, padding=padding,
+                            kernel_dilation=dilation, use_bias=False, dtype=self.dtype,
+                            name=f'{name}_conv')(x)
+            x = nn.relu(x)
+            x = BatchNorm(use_running_average=not train, dtype=self.dtype, name=f'{name}_bn')(x)
+            x = nn.Dropout(self.dropout_rate, deterministic=not train, name=f'{name}_dropout')(x)
+        x = Pool('avg', 7, 7, name='avgpool')(x)
+        x = nn.Conv(self.num_classes, (1, 1), use_bias=False, dtype=self.dtype,
+                    name='classifier')(x)
+        return x.reshape(x.shape[0], -1).astype(jnp.float32)
+
+
+class DSResNet(nn.Module):
+    """The project's network: depthwise-separable, dilated, residual.
+
+    stem: dense 3x3 conv at full resolution. Each stage: a separable conv to the stage width,
+    2x2 max pool, BN, ReLU, then `depth` residual units x + ReLU(BN(SepConv_dilated(x))).
+    Head: global average pool and a dense classifier.
+    """
+    stem_features: int = 32
+    stage_features: Sequence[int] = (64, 128, 256)
+    stage_depths: Sequence[int] = (1, 1, 1)
+    stage_dilations: Sequence[int] = (2, 2, 1)
+    depthwise: bool = True
+    dropout_rate: float = 0.0
+    num_classes: int = 10
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        norm = functools.partial(BatchNorm, use_running_average=not train, dtype=self.dtype)
+        sep = functools.partial(SeparableConv, depthwise=self.depthwise, dtype=self.dtype)
+        x = x.astype(self.dtype)
+        x = nn.Conv(self.stem_features, (3, 3), padding=1, use_bias=False, dtype=self.dtype,
+                    name='stem_conv')(x)
+        x = nn.relu(norm(name='stem_bn')(x))
+        for s, (features, depth, dilation) in enumerate(
+                zip(self.stage_features, self.stage_depths, self.stage_dilations)):
+            name = f'stage{s + 1}'
+            x = sep(features, padding=1, name=f'{name}_sepconv')(x)
+            x = Pool('max', 2, 2, name=f'{name}_pool')(x)
+            x = nn.relu(norm(name=f'{name}_bn')(x))
+            for d in range(depth):
+                y = sep(features, dilation=dilation, padding=dilation,
+                        name=f'{name}_res{d + 1}_sepconv')(x)
+                y = nn.relu(norm(name=f'{name}_res{d + 1}_bn')(y))
+                x = x + nn.Dropout(self.dropout_rate, deterministic=not train,
+                                   name=f'{name}_res{d + 1}_dropout')(y)
+        x = jnp.mean(x, axis=(1, 2))
+        x = nn.Dense(self.num_classes, dtype=self.dtype, name='classifier')(x)
+        return x.astype(jnp.float32)
+
+
+MODELS = {'seed': SeedNet, 'dsresnet': DSResNet}
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """The model registered under `name`, built with `kwargs` (the config's `model_args`)."""
+    if name not in MODELS:
+        raise ValueError(f'config.model={name!r} is not a model; choose one of {sorted(MODELS)}')
+    fields = {f.name for f in dataclasses.fields(MODELS[name])} - {'parent', 'name'}
+    unknown = sorted(set(kwargs) - fields)
+    if unknown:
+        raise ValueError(f'config.model_args has {unknown} which model {name!r} does not take; '
+                         f'it takes {sorted(fields)}')
+    return MODELS[name](**kwargs)
+
+
+def param_count(params) -> int:
+    return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+
+
+@dataclasses.dataclass
+class LayerRow:
+    path: str
+    kind: str
+    output_shape: tuple
+    params: int
+    receptive_field: int
+
+
+# Modules that get a row of their own: the leaves a reader thinks of as layers.
+_LEAF_LAYERS = (nn.Conv, nn.Dense, nn.BatchNorm, nn.Dropout, Pool)
+
+
+def _kernel_geometry(module) -> tuple[int, int, int]:
+    """(kernel, stride, dilation) along one spatial axis; (1, 1, 1) for pointwise layers."""
+    first = lambda v: 1 if v is None else (v if isinstance(v, int) else v[0])
+    if isinstance(module, nn.Conv):
+        return module.kernel_size[0], first(module.strides), first(module.kernel_dilation)
+    if isinstance(module, Pool):
+        return module.window, module.stride, 1
+    return 1, 1, 1
+
+
+def layer_table(model: nn.Module, input_shape=(32, 32, 3)) -> list[LayerRow]:
+    """One row per leaf layer in call order, with shapes, parameters and receptive field.
+
+    The receptive field grows along the call order by (dilation * (kernel - 1)) times the
+    product of the strides before it. Residual shortcuts here are identities, so the main
+    path's field is the network's field.
+    """
+    calls = []
+
+    def record(module, method_name):
+        if method_name == '__call__' and isinstance(module, _LEAF_LAYERS):
+            calls.append(module)
+            return True
+        return False
+
+    x = jnp.zeros((1, *input_shape), jnp.float32)
+
+    def run(x):
+        variables = model.init(jax.random.key(0), x)
+        _, state = model.apply(variables, x, capture_intermediates=record,
+                               mutable=['intermediates'])
+        return variables['params'], state['intermediates']
+
+    params, intermediates = jax.eval_shape(run, x)  # shapes only: nothing is computed
+    rows, field, jump = [], 1, 1
+    for module in calls:
+        path = module.scope.path
+        kernel, stride, dilation = _kernel_geometry(module)
+        field += dilation * (kernel - 1) * jump
+        jump *= stride
+        node_out, node_params = intermediates, params
+        for key in path:
+            node_out = node_out[key]
+            node_params = node_params.get(key, {}) if isinstance(node_params, dict) else {}
+        rows.append(LayerRow('/'.join(path), type(module).__name__,
+                             tuple(node_out['__call__'][0].shape[1:]),
+                             param_count(node_params), field))
+    return rows
+
+
+def summarize(model: nn.Module, input_shape=(32, 32, 3)) -> str:
+    """The seed's summary table, plus each layer's receptive field in input pixels."""
+    rows = layer_table(model, input_shape)
+    width = max(len(f'{r.path} ({r.kind})') for r in rows) + 2
+    rule = '=' * (width + 44)
+    lines = [rule, f"{'Layer (type)':>{width}}{'Output Shape':>22}{'Param #':>12}{'RF':>10}", rule]
+    for r in rows:
+        shape = str([-1, *r.output_shape])
+        lines.append(f"{f'{r.path} ({r.kind})':>{width}}{shape:>22}{r.params:>12,}"
+                     f"{f'{r.receptive_field}x{r.receptive_field}':>10}")
+    total = sum(r.params for r in rows)
+    lines += [rule, f'Total params: {total:,}', f'Trainable params: {total:,}',
+              f'Receptive field: {rows[-1].receptive_field}x{rows[-1].receptive_field} pixels',
+              rule]
+    return '\n'.join(lines)
