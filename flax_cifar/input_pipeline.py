@@ -46,7 +46,7 @@ def _builder(dataset: str, data_dir: str | None):
 def load_split(dataset: str, split: str, data_dir: str | None = None) -> Split:
     """The whole `split` of `dataset` ('cifar10', or 'folder:/path') as uint8 arrays."""
     builder = _builder(dataset, data_dir)
-    if split not in builder.info.splits:
+    if dataset.startswith(FOLDER_PREFIX) and split not in builder.info.splits:
         raise ValueError(f'config.dataset={dataset!r} has no {split!r} split; '
                          f'it has {sorted(builder.info.splits)}')
     ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)

@@ -1,0 +1,31 @@
+import os
+import sys
+
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np
+import pytest
+
+
+def write_image_folder(root, splits=('train', 'test'), classes=('a', 'b'), per_class=3,
+                       shape=(32, 32, 3), fmt='png', seed=0):
+    """An ImageFolder tree root/split/class/i.png; class k's images are bright in channel k."""
+    import tensorflow as tf
+    rng = np.random.default_rng(seed)
+    for split in splits:
+        for k, name in enumerate(classes):
+            os.makedirs(os.path.join(root, split, name), exist_ok=True)
+            for i in range(per_class):
+                img = rng.integers(0, 100, shape, dtype=np.uint8)
+                img[..., k % shape[-1]] += 150
+                encode = tf.io.encode_png if fmt == 'png' else tf.io.encode_jpeg
+                with open(os.path.join(root, split, name, f'{i}.{fmt}'), 'wb') as f:
+                    f.write(encode(img).numpy())
+    return str(root)
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    return write_image_folder(tmp_path / 'data')

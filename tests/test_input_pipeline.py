@@ -1,0 +1,74 @@
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from conftest import write_image_folder
+from flax_cifar import input_pipeline
+
+
+def test_tfds_catalog_path_under_mock_data():
+    with tfds.testing.mock_data(num_examples=12):
+        split = input_pipeline.load_split('cifar10', 'train')
+        assert input_pipeline.num_classes('cifar10') == 10
+    assert split.images.shape == (12, 32, 32, 3) and split.images.dtype == np.uint8
+    assert split.labels.shape == (12,) and split.labels.dtype == np.int32
+    assert split.labels.min() >= 0 and split.labels.max() < 10
+
+
+def test_folder_path_reads_images_and_sorted_labels(tmp_path):
+    root = write_image_folder(tmp_path / 'data', classes=('cat', 'airplane', 'dog'), per_class=2)
+    split = input_pipeline.load_split(f'folder:{root}', 'test')
+    assert split.images.shape == (6, 32, 32, 3)
+    assert input_pipeline.num_classes(f'folder:{root}') == 3
+    # Labels are folder names in sorted order; each class's images are bright in its channel.
+    for image, label in zip(split.images, split.labels):
+        folder_index = ('cat', 'airplane', 'dog').index(sorted(('cat', 'airplane', 'dog'))[label])
+        assert image[..., folder_index].mean() > 150
+
+
+def test_missing_folder_is_one_clear_line(tmp_path):
+    with pytest.raises(FileNotFoundError, match='config.dataset: folder .*nope.* does not exist'):
+        input_pipeline.load_split(f'folder:{tmp_path}/nope', 'train')
+
+
+def test_missing_split_names_the_splits(tmp_path):
+    root = write_image_folder(tmp_path / 'data', splits=('train',))
+    with pytest.raises(ValueError, match="no 'test' split; it has \\['train'\\]"):
+        input_pipeline.load_split(f'folder:{root}', 'test')
+
+
+def test_unreachable_catalog_dataset_says_what_to_do(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise ConnectionError('no route to host')
+    monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare', offline)
+    with pytest.raises(RuntimeError, match='--config.dataset=folder:'):
+        input_pipeline.load_split('cifar10', 'train', data_dir=str(tmp_path))
+
+
+def test_random_crop_flip_is_a_shifted_window_of_the_padded_image():
+    images = jnp.arange(2 * 32 * 32 * 3, dtype=jnp.int32).reshape(2, 32, 32, 3)
+    out = input_pipeline.random_crop_flip(jax.random.key(0), images, padding=4)
+    assert out.shape == images.shape
+    padded = np.pad(np.asarray(images), ((0, 0), (4, 4), (4, 4), (0, 0)))
+    for n in range(2):
+        windows = [padded[n, i:i + 32, j:j + 32] for i in range(9) for j in range(9)]
+        windows += [w[:, ::-1] for w in windows]
+        assert any(np.array_equal(np.asarray(out[n]), w) for w in windows)
+
+
+def test_augmentation_varies_with_the_key_and_repeats_with_it():
+    images = jax.random.randint(jax.random.key(0), (8, 32, 32, 3), 0, 255).astype(jnp.uint8)
+    a = input_pipeline.random_crop_flip(jax.random.key(1), images)
+    b = input_pipeline.random_crop_flip(jax.random.key(1), images)
+    c = input_pipeline.random_crop_flip(jax.random.key(2), images)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_normalize_centres_the_cifar_mean():
+    mean = jnp.asarray(input_pipeline.CIFAR10_MEAN) * 255
+    x = jnp.broadcast_to(mean, (1, 2, 2, 3))
+    assert jnp.allclose(input_pipeline.normalize(x), 0.0, atol=1e-5)

@@ -1,0 +1,104 @@
+import jax
+import jax.numpy as jnp
+import pytest
+
+from flax_cifar import models
+
+# The seed's summary table: (layer type, output shape as (H, W, C), parameters), per row
+# that Flax has as a module (ReLU is a function here, and the two convs of each
+# "depthwise_separable_conv" are rows of their own, as in the seed's table).
+SEED_TABLE = [
+    ('Conv', (30, 30, 16), 432), ('BatchNorm', (30, 30, 16), 32), ('Dropout', (30, 30, 16), 0),
+    ('Conv', (26, 26, 16), 2304), ('Conv', (26, 26, 32), 512),
+    ('BatchNorm', (26, 26, 32), 64), ('Dropout', (26, 26, 32), 0),
+    ('Conv', (22, 22, 32), 9216), ('Conv', (22, 22, 32), 1024),
+    ('BatchNorm', (22, 22, 32), 64), ('Dropout', (22, 22, 32), 0),
+    ('Conv', (18, 18, 32), 9216), ('Conv', (18, 18, 64), 2048),
+    ('BatchNorm', (18, 18, 64), 128), ('Dropout', (18, 18, 64), 0),
+    ('Conv', (7, 7, 64), 36864), ('Conv', (7, 7, 64), 4096),
+    ('BatchNorm', (7, 7, 64), 128), ('Dropout', (7, 7, 64), 0),
+    ('Conv', (7, 7, 64), 36864), ('Conv', (7, 7, 64), 4096),
+    ('BatchNorm', (7, 7, 64), 128), ('Dropout', (7, 7, 64), 0),
+    ('Conv', (7, 7, 64), 36864), ('Conv', (7, 7, 64), 4096),
+    ('BatchNorm', (7, 7, 64), 128), ('Dropout', (7, 7, 64), 0),
+    ('Conv', (7, 7, 64), 36864), ('BatchNorm', (7, 7, 64), 128), ('Dropout', (7, 7, 64), 0),
+    ('Pool', (1, 1, 64), 0), ('Conv', (1, 1, 10), 640),
+]
+
+
+def init_params(model):
+    x = jnp.zeros((2, 32, 32, 3))
+    return jax.eval_shape(lambda: model.init(jax.random.key(0), x))['params']
+
+
+def test_seed_network_matches_the_seed_table_row_by_row():
+    rows = models.layer_table(models.SeedNet())
+    assert [(r.kind, r.output_shape, r.params) for r in rows] == SEED_TABLE
+    assert models.param_count(init_params(models.SeedNet())) == 185_936
+
+
+def test_seed_network_logits_shape():
+    model = models.SeedNet()
+    x = jnp.ones((3, 32, 32, 3))
+    variables = model.init(jax.random.key(0), x)
+    assert model.apply(variables, x).shape == (3, 10)
+
+
+def test_true_depthwise_switch_groups_the_3x3_convs():
+    dense = init_params(models.SeedNet(depthwise=False))
+    grouped = init_params(models.SeedNet(depthwise=True))
+    for name in ('unit2_sepconv', 'unit5_sepconv'):
+        c_in = dense[name]['depthwise']['kernel'].shape[2]
+        assert dense[name]['depthwise']['kernel'].shape == (3, 3, c_in, c_in)
+        # feature_group_count=in_features: one 3x3 filter per channel, 1 input channel each.
+        assert grouped[name]['depthwise']['kernel'].shape == (3, 3, 1, c_in)
+    # Each separable unit's 3x3 goes from 9*C*C to 9*C weights: C = 16, 32, 32, 64, 64, 64.
+    saved = sum(9 * c * c - 9 * c for c in (16, 32, 32, 64, 64, 64))
+    assert models.param_count(grouped) == 185_936 - saved == 57_056
+
+
+def test_depthwise_conv_really_uses_feature_group_count():
+    layer = models.SeparableConv(8, dilation=2, depthwise=True)
+    x = jax.random.normal(jax.random.key(1), (1, 9, 9, 8))
+    variables = layer.init(jax.random.key(0), x)
+    # The module equals a grouped conv (dilated, no padding) followed by the 1x1 matmul.
+    kernel = variables['params']['depthwise']['kernel']
+    out = jax.lax.conv_general_dilated(x, kernel, (1, 1), 'VALID', rhs_dilation=(2, 2),
+                                       dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                       feature_group_count=8)
+    pointwise = variables['params']['pointwise']['kernel'][0, 0]
+    assert jnp.allclose(layer.apply(variables, x), out @ pointwise, atol=1e-5)
+
+
+def test_seed_receptive_field_by_hand():
+    # conv 3x3: 3. Three dilated (d=2, effective 5x5) convs: 3+4+4+4 = 15. The stride-2
+    # dilated conv: 19, then the jump is 2. Three 3x3 convs at jump 2: 19+4+4+4 = 31.
+    # The 7x7 average pool at jump 2: 31 + 6*2 = 43. The 1x1 classifier adds nothing.
+    rows = models.layer_table(models.SeedNet())
+    assert [r.receptive_field for r in rows if r.kind in ('Conv', 'Pool')] == [
+        3, 7, 7, 11, 11, 15, 15, 19, 19, 23, 23, 27, 27, 31, 43, 43]
+    assert 'Receptive field: 43x43 pixels' in models.summarize(models.SeedNet())
+
+
+def test_summary_ends_with_the_total():
+    text = models.summarize(models.SeedNet())
+    assert 'Total params: 185,936' in text
+    assert text.count('\n') > len(SEED_TABLE)
+
+
+def test_default_network_is_depthwise_dilated_and_small():
+    model = models.create_model('dsresnet')
+    params = init_params(model)
+    assert models.param_count(params) <= 200_000
+    rows = models.layer_table(model)
+    kernels = [v['depthwise']['kernel'] for v in params.values()
+               if isinstance(v, dict) and 'depthwise' in v]
+    assert kernels and all(k.shape[2] == 1 for k in kernels)  # grouped, one channel each
+    assert rows[-1].receptive_field > 32
+
+
+def test_unknown_model_and_argument_are_refused_by_name():
+    with pytest.raises(ValueError, match="config.model='resnet50'"):
+        models.create_model('resnet50')
+    with pytest.raises(ValueError, match='widths'):
+        models.create_model('seed', widths=(1, 2))

@@ -1,0 +1,145 @@
+import json
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import default
+from conftest import write_image_folder
+from flax_cifar import train
+
+
+def tiny_config(**overrides):
+    config = default.get_config()
+    config.model_args.update(stem_features=8, stage_features=(8, 16), stage_depths=(1, 1),
+                             stage_dilations=(2, 1), dropout_rate=0.1)
+    config.batch_size = 8
+    config.eval_batch_size = 7  # does not divide the test split: exercises the mask
+    config.learning_rate = 0.05
+    config.log_every_steps = 2
+    config.update(overrides)
+    return config
+
+
+def make_state(config):
+    model = train.create_model(config)
+    tx = train.create_optimizer(config, train.create_learning_rate_fn(config, 10, 5))
+    return train.create_train_state(jax.random.key(0), model, tx)
+
+
+def random_batch(n=8, seed=0):
+    rng = np.random.default_rng(seed)
+    return {'image': jnp.asarray(rng.normal(size=(n, 32, 32, 3)), jnp.float32),
+            'label': jnp.asarray(rng.integers(0, 10, n), jnp.int32)}
+
+
+def test_jitted_train_step_updates_params_stats_and_step():
+    config = tiny_config()
+    state = make_state(config)
+    step = jax.jit(train.train_step)
+    new_state, metrics = step(state, random_batch(), jax.random.key(1), 0.1)
+    assert int(new_state.step) == 1
+    assert np.isfinite(float(metrics['loss'])) and 0 <= int(metrics['correct']) <= 8
+    changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), state.params, new_state.params)
+    assert all(jax.tree.leaves(changed))
+    assert not np.allclose(new_state.batch_stats['stem_bn']['mean'],
+                           state.batch_stats['stem_bn']['mean'])
+    again, _ = step(state, random_batch(), jax.random.key(1), 0.1)
+    assert jax.tree.all(jax.tree.map(np.array_equal, again.params, new_state.params))
+
+
+def test_dropout_key_depends_on_the_step():
+    config = tiny_config()
+    state = make_state(config)
+    a, _ = train.train_step(state, random_batch(), jax.random.key(1))
+    b, _ = train.train_step(state.replace(step=5), random_batch(), jax.random.key(1))
+    assert not np.allclose(a.params['classifier']['kernel'], b.params['classifier']['kernel'])
+
+
+def test_eval_step_masks_padding():
+    state = make_state(tiny_config())
+    images = jnp.asarray(np.random.default_rng(0).integers(0, 255, (10, 32, 32, 3)), jnp.uint8)
+    labels = jnp.arange(10, dtype=jnp.int32) % 10
+    whole = train.evaluate(state, images, labels, batch_size=10)
+    ragged = train.evaluate(state, images, labels, batch_size=4)
+    assert whole['count'] == ragged['count'] == 10
+    assert whole['correct'] == ragged['correct']
+    assert whole['loss'] == pytest.approx(ragged['loss'], rel=1e-5)
+
+
+@pytest.mark.parametrize('schedule', ['onecycle', 'warmup_cosine', 'constant'])
+def test_schedules_peak_at_the_learning_rate(schedule):
+    config = tiny_config(schedule=schedule, learning_rate=0.4)
+    fn = train.create_learning_rate_fn(config, total_steps=100, steps_per_epoch=10)
+    values = np.array([fn(i) for i in range(101)])
+    assert values.max() == pytest.approx(0.4, rel=1e-3)
+    if schedule != 'constant':
+        assert values[0] < 0.1 and values[-1] < 0.01
+
+
+def test_unknown_schedule_is_named():
+    with pytest.raises(ValueError, match="config.schedule='cyclic'"):
+        train.create_learning_rate_fn(tiny_config(schedule='cyclic'), 10, 5)
+
+
+@pytest.fixture(scope='module')
+def learnable_folder(tmp_path_factory):
+    # Three classes, each bright in its own colour channel under noise: real signal.
+    root = tmp_path_factory.mktemp('data')
+    write_image_folder(root, splits=('train',), classes=('r', 'g', 'b'), per_class=32, seed=1)
+    write_image_folder(root, splits=('test',), classes=('r', 'g', 'b'), per_class=10, seed=2)
+    return f'folder:{root}'
+
+
+def read_metrics(workdir):
+    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_learns_a_small_dataset_and_prints_the_seed_lines(learnable_folder, tmp_path, capsys):
+    config = tiny_config(dataset=learnable_folder, num_epochs=6)
+    train.train_and_evaluate(config, str(tmp_path))
+    metrics = read_metrics(tmp_path)
+    assert [m['epoch'] for m in metrics] == list(range(6))
+    assert metrics[-1]['train_loss'] < metrics[0]['train_loss']
+    assert metrics[-1]['test_accuracy'] >= 0.8  # chance is 1/3
+    out = capsys.readouterr()
+    assert 'Total params:' in out.out and 'EPOCH: 5' in out.out
+    assert 'Test set: Average loss: ' in out.out and '/30 (' in out.out
+    assert 'Loss=' in out.err and 'Batch_id=11' in out.err and 'Accuracy=' in out.err
+    assert os.listdir(tmp_path / 'tensorboard')
+
+
+def test_resume_from_a_mid_epoch_checkpoint_equals_the_uninterrupted_run(learnable_folder,
+                                                                        tmp_path):
+    # 96 images / batch 8 = 12 steps an epoch; 3 epochs; checkpoints every 5 steps and at
+    # epoch ends. The interrupted run keeps only step 15 (mid epoch 1) and is run again.
+    config = tiny_config(dataset=learnable_folder, num_epochs=3, checkpoint_every_steps=5,
+                         max_checkpoints_to_keep=20)
+    whole = train.train_and_evaluate(config, str(tmp_path / 'whole'))
+    train.train_and_evaluate(config, str(tmp_path / 'cut'))
+    ckpt = tmp_path / 'cut' / 'checkpoints'
+    steps = sorted(int(d) for d in os.listdir(ckpt) if d.isdigit())
+    assert 15 in steps and steps[-1] == 36
+    for step in steps:
+        if step > 15:
+            shutil.rmtree(ckpt / str(step))
+    resumed = train.train_and_evaluate(config, str(tmp_path / 'cut'))
+    assert int(resumed.step) == int(whole.step) == 36
+    same = jax.tree.map(np.array_equal, (whole.params, whole.batch_stats, whole.opt_state),
+                        (resumed.params, resumed.batch_stats, resumed.opt_state))
+    assert all(jax.tree.leaves(same))
+    whole_metrics = read_metrics(tmp_path / 'whole')
+    assert read_metrics(tmp_path / 'cut')[-1]['test_accuracy'] == whole_metrics[-1]['test_accuracy']
+
+
+def test_finished_run_is_not_retrained(learnable_folder, tmp_path, capsys):
+    config = tiny_config(dataset=learnable_folder, num_train_steps=4)
+    first = train.train_and_evaluate(config, str(tmp_path))
+    second = train.train_and_evaluate(config, str(tmp_path))
+    assert int(second.step) == 4
+    assert jax.tree.all(jax.tree.map(np.array_equal, first.params, second.params))
+    assert 'Nothing to do' in capsys.readouterr().out
