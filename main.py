@@ -1,33 +1,66 @@
-"""Train and evaluate a CIFAR-10 network: `python main.py --config configs/default.py`."""
+"""Train, evaluate or predict with a CIFAR-10 network.
+
+  python main.py --config configs/default.py                       # train (resumes)
+  python main.py --mode=evaluate --workdir workdirs/default        # test a checkpoint
+  python main.py --mode=predict --workdir workdirs/default a.png b.jpg
+"""
 import os
+import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TF's C++ start-up chatter
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
+flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'predict'],
+                  'train (resuming from the workdir), evaluate a checkpoint on the test split, '
+                  'or predict the image files given as arguments.')
 flags.DEFINE_string('workdir', None,
                     'Checkpoints and metrics go here; a run resumes from it. '
                     'Default: workdirs/<config file name>.')
+flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'],
+                  'The checkpoint that evaluate and predict use: best test accuracy or latest.')
 config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
                                 lock_config=True)
-flags.mark_flags_as_required(['config'])
+
+
+def workdir_for(config_flag) -> str:
+    if FLAGS.workdir:
+        return FLAGS.workdir
+    if config_flag.config_filename is None:
+        raise app.UsageError('--workdir (or --config, to use workdirs/<config name>) is needed')
+    name = os.path.splitext(os.path.basename(config_flag.config_filename))[0]
+    return os.path.join('workdirs', name)
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
     if not FLAGS['verbosity'].present:
         # The console is for the progress bars and test lines; Orbax's INFO chatter: -v 0.
         logging.set_verbosity(logging.WARNING)
+    if FLAGS.mode != 'predict' and len(argv) > 1:
+        raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    if FLAGS.mode == 'train' and FLAGS.config is None:
+        raise app.UsageError('--config is needed to train, e.g. --config configs/default.py')
+    if FLAGS.mode == 'predict' and len(argv) < 2:
+        raise app.UsageError('--mode=predict takes image files as arguments')
     import tensorflow as tf
     tf.config.set_visible_devices([], 'GPU')  # TF only reads files; the accelerators are JAX's.
-    from flax_cifar import train
+    from flax_cifar import evaluation, train
+    from flax_cifar.errors import InputError
 
-    config_name = os.path.splitext(os.path.basename(FLAGS['config'].config_filename))[0]
-    workdir = FLAGS.workdir or os.path.join('workdirs', config_name)
-    logging.info('workdir: %s', workdir)
-    train.train_and_evaluate(FLAGS.config, workdir)
+    workdir = workdir_for(FLAGS['config'])
+    try:
+        if FLAGS.mode == 'train':
+            train.train_and_evaluate(FLAGS.config, workdir)
+        elif FLAGS.mode == 'evaluate':
+            dataset = FLAGS.config.dataset if FLAGS.config else None
+            evaluation.evaluate_checkpoint(workdir, FLAGS.checkpoint, dataset)
+        else:
+            for path, name, probability in evaluation.predict_files(workdir, argv[1:],
+                                                                    FLAGS.checkpoint):
+                print(f'{path}\t{name}\t{probability:.4f}')
+    except (InputError, FloatingPointError) as e:
+        sys.exit(f'error: {e}')
 
 
 if __name__ == '__main__':

@@ -4,6 +4,7 @@ CIFAR-10 is 180 MB as uint8, so each split is read once into a NumPy array and t
 the accelerator; cropping, flipping and normalization run inside the jitted train step, so
 the step never waits on a host pipeline.
 """
+import functools
 import os
 from typing import NamedTuple
 
@@ -12,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+
+from flax_cifar.errors import InputError
 
 # Per-channel statistics of the CIFAR-10 training set (RGB, on the [0, 1] scale).
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -25,17 +28,67 @@ class Split(NamedTuple):
     labels: np.ndarray  # (N,) int32
 
 
+# What TFDS's ImageFolder reads; other files in the class folders are ignored.
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
+
+
+def _folder_root(dataset: str) -> str | None:
+    if not dataset.startswith(FOLDER_PREFIX):
+        return None
+    return os.path.expanduser(dataset[len(FOLDER_PREFIX):])
+
+
+def _image_files(directory: str) -> list[str]:
+    return sorted(os.path.join(directory, f) for f in os.listdir(directory)
+                  if f.lower().endswith(IMAGE_EXTENSIONS))
+
+
+def _check_folder_layout(root: str):
+    """Every split/<class> folder must hold images: an empty one is a mistake, not a class."""
+    if not os.path.isdir(root):
+        raise InputError(f'config.dataset: folder {root!r} does not exist')
+    for split in sorted(os.listdir(root)):
+        split_dir = os.path.join(root, split)
+        if not os.path.isdir(split_dir):
+            continue
+        for label in sorted(os.listdir(split_dir)):
+            class_dir = os.path.join(split_dir, label)
+            if os.path.isdir(class_dir) and not _image_files(class_dir):
+                raise InputError(f'config.dataset: class folder {class_dir} has no images '
+                                 f'({", ".join(IMAGE_EXTENSIONS)})')
+
+
+def _find_bad_image(root: str, split: str) -> str | None:
+    """'<file>: <what is wrong>' for the first image of the split that cannot be used."""
+    split_dir = os.path.join(root, split)
+    for label in sorted(os.listdir(split_dir)):
+        class_dir = os.path.join(split_dir, label)
+        if not os.path.isdir(class_dir):
+            continue
+        for path in _image_files(class_dir):
+            try:
+                image = tf.io.decode_image(tf.io.read_file(path), channels=3,
+                                           expand_animations=False)
+            except tf.errors.OpError as e:
+                return f'{path}: not a readable image ({e.message.splitlines()[0][:120]})'
+            if tuple(image.shape) != IMAGE_SHAPE:
+                return (f'{path}: is {image.shape[1]}x{image.shape[0]}, expected 32x32 '
+                        f'(resize the dataset first)')
+    return None
+
+
+@functools.lru_cache(maxsize=8)
 def _builder(dataset: str, data_dir: str | None):
-    if dataset.startswith(FOLDER_PREFIX):
-        root = os.path.expanduser(dataset[len(FOLDER_PREFIX):])
-        if not os.path.isdir(root):
-            raise FileNotFoundError(f'config.dataset: folder {root!r} does not exist')
+    root = _folder_root(dataset)
+    if root is not None:
+        _check_folder_layout(root)
+        # Grayscale and RGBA files are decoded to RGB (channels=3), as documented.
         return tfds.folder_dataset.ImageFolder(root, shape=IMAGE_SHAPE)
     builder = tfds.builder(dataset, data_dir=data_dir)
     try:
         builder.download_and_prepare()
     except Exception as e:  # TFDS raises a zoo of network and file errors here.
-        raise RuntimeError(
+        raise InputError(
             f'config.dataset={dataset!r}: TFDS could not download or prepare it '
             f'({type(e).__name__}: {str(e).splitlines()[0][:200]}). Offline? Train from a '
             f'local copy with --config.dataset=folder:/path/to/cifar10 '
@@ -46,20 +99,27 @@ def _builder(dataset: str, data_dir: str | None):
 def load_split(dataset: str, split: str, data_dir: str | None = None) -> Split:
     """The whole `split` of `dataset` ('cifar10', or 'folder:/path') as uint8 arrays."""
     builder = _builder(dataset, data_dir)
-    if dataset.startswith(FOLDER_PREFIX) and split not in builder.info.splits:
-        raise ValueError(f'config.dataset={dataset!r} has no {split!r} split; '
+    if _folder_root(dataset) is not None and split not in builder.info.splits:
+        raise InputError(f'config.dataset={dataset!r} has no {split!r} split; '
                          f'it has {sorted(builder.info.splits)}')
     ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
     images, labels = [], []
-    for image, label in tfds.as_numpy(ds.batch(4096)):
-        images.append(image)
-        labels.append(label)
+    try:
+        for image, label in tfds.as_numpy(ds.batch(4096)):
+            images.append(image)
+            labels.append(label)
+    except tf.errors.OpError:
+        culprit = _folder_root(dataset) and _find_bad_image(_folder_root(dataset), split)
+        if culprit:
+            raise InputError(f'config.dataset: {culprit}') from None
+        raise
     return Split(np.concatenate(images).astype(np.uint8),
                  np.concatenate(labels).astype(np.int32))
 
 
-def num_classes(dataset: str, data_dir: str | None = None) -> int:
-    return _builder(dataset, data_dir).info.features['label'].num_classes
+def class_names(dataset: str, data_dir: str | None = None) -> list[str]:
+    """Label names in label order (for folders: the class folder names, sorted)."""
+    return list(_builder(dataset, data_dir).info.features['label'].names)
 
 
 def normalize(images: jax.Array) -> jax.Array:

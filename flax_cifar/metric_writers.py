@@ -8,13 +8,23 @@ import tensorflow as tf
 class MetricWriter:
     """Scalars per step to TensorBoard; one JSON line per epoch to `metrics.jsonl`."""
 
-    def __init__(self, workdir: str, enabled: bool = True):
+    def __init__(self, workdir: str, enabled: bool = True, resume_step: int = 0):
         self.enabled = enabled
         if not enabled:
             return
         os.makedirs(workdir, exist_ok=True)
         self.jsonl_path = os.path.join(workdir, 'metrics.jsonl')
+        self._drop_records_after(resume_step)
         self._summary = tf.summary.create_file_writer(os.path.join(workdir, 'tensorboard'))
+
+    def _drop_records_after(self, step: int):
+        """Epochs logged after the checkpoint we resume from are retrained: forget them."""
+        records = read_records(self.jsonl_path) if os.path.exists(self.jsonl_path) else []
+        kept = [r for r in records if r['step'] <= step]
+        if len(kept) != len(records):
+            with open(self.jsonl_path + '.tmp', 'w') as f:
+                f.writelines(json.dumps(r) + '\n' for r in kept)
+            os.replace(self.jsonl_path + '.tmp', self.jsonl_path)
 
     def write_scalars(self, step: int, scalars: dict):
         if not self.enabled:
@@ -36,3 +46,15 @@ class MetricWriter:
     def close(self):
         if self.enabled:
             self._summary.close()
+
+
+def read_records(path: str) -> list[dict]:
+    """The records of a metrics.jsonl file; a line cut short by a kill is skipped."""
+    records = []
+    with open(path) as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records

@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flax_cifar.errors import InputError
+
 # PyTorch's BatchNorm2d defaults (momentum 0.1 there is 0.9 here), as the seed used.
 BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
 
@@ -145,11 +147,11 @@ MODELS = {'seed': SeedNet, 'dsresnet': DSResNet}
 def create_model(name: str, **kwargs) -> nn.Module:
     """The model registered under `name`, built with `kwargs` (the config's `model_args`)."""
     if name not in MODELS:
-        raise ValueError(f'config.model={name!r} is not a model; choose one of {sorted(MODELS)}')
+        raise InputError(f'config.model={name!r} is not a model; choose one of {sorted(MODELS)}')
     fields = {f.name for f in dataclasses.fields(MODELS[name])} - {'parent', 'name'}
     unknown = sorted(set(kwargs) - fields)
     if unknown:
-        raise ValueError(f'config.model_args has {unknown} which model {name!r} does not take; '
+        raise InputError(f'config.model_args has {unknown} which model {name!r} does not take; '
                          f'it takes {sorted(fields)}')
     return MODELS[name](**kwargs)
 

@@ -3,8 +3,10 @@
 The data live on the device. Every random choice (init, epoch order, crops, flips, dropout)
 is a function of (config.seed, step), so a resumed run retraces the uninterrupted one.
 """
+import contextlib
 import functools
-import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -13,13 +15,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
-from absl import logging
 from flax.training import train_state
 from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
-from flax_cifar import input_pipeline, metric_writers, models
+from flax_cifar import checkpointing, input_pipeline, metric_writers, models, optim, validation
 
 # Independent random streams, each folded with the step or epoch it serves.
 INIT_STREAM, EPOCH_ORDER_STREAM, AUGMENT_STREAM, DROPOUT_STREAM = range(4)
@@ -31,33 +31,6 @@ class TrainState(train_state.TrainState):
 
 def create_model(config: ml_collections.ConfigDict, num_classes: int = 10):
     return models.create_model(config.model, num_classes=num_classes, **config.model_args)
-
-
-def create_learning_rate_fn(config: ml_collections.ConfigDict, total_steps: int,
-                            steps_per_epoch: int) -> optax.Schedule:
-    """The per-step learning rate; `config.learning_rate` is its peak."""
-    if config.schedule == 'onecycle':
-        return optax.cosine_onecycle_schedule(
-            transition_steps=total_steps, peak_value=config.learning_rate,
-            pct_start=config.warmup_fraction, div_factor=config.onecycle_div_factor,
-            final_div_factor=config.onecycle_final_div_factor)
-    if config.schedule == 'warmup_cosine':
-        return optax.warmup_cosine_decay_schedule(
-            init_value=0.0, peak_value=config.learning_rate,
-            warmup_steps=int(config.warmup_fraction * total_steps), decay_steps=total_steps)
-    if config.schedule == 'constant':
-        return optax.constant_schedule(config.learning_rate)
-    raise ValueError(f'config.schedule={config.schedule!r} is not a schedule; '
-                     "choose one of ['constant', 'onecycle', 'warmup_cosine']")
-
-
-def create_optimizer(config: ml_collections.ConfigDict,
-                     learning_rate_fn: optax.Schedule) -> optax.GradientTransformation:
-    """SGD with momentum; weight decay on conv and dense kernels only, not BN or biases."""
-    decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
-    return optax.chain(
-        optax.add_decayed_weights(config.weight_decay, mask=decay_mask),
-        optax.sgd(learning_rate_fn, momentum=config.momentum, nesterov=config.nesterov))
 
 
 def create_train_state(rng: jax.Array, model, tx: optax.GradientTransformation,
@@ -149,101 +122,143 @@ def evaluate(state: TrainState, images: jax.Array, labels: jax.Array, batch_size
             'count': int(totals['count']), 'accuracy': totals['correct'] / totals['count']}
 
 
-def create_checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=config.max_checkpoints_to_keep,
-                                           create=True, enable_async_checkpointing=True)
-    return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), 'checkpoints'),
-                                 options=options)
+class Preempted(SystemExit):
+    """Raised after SIGTERM once a checkpoint is saved; exit status 143 as for SIGTERM."""
+
+    def __init__(self, step: int):
+        super().__init__(143)
+        self.step = step
 
 
-def restore_latest(manager: ocp.CheckpointManager, state: TrainState) -> TrainState:
-    """The latest checkpoint restored into `state`'s structure, or `state` when none exists."""
-    step = manager.latest_step()
-    if step is None:
-        return state
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
-    logging.info('Resumed from checkpoint at step %d', step)
-    return restored
+@contextlib.contextmanager
+def sigterm_received():
+    """Yields a function telling whether SIGTERM (a TPU preemption notice) has arrived."""
+    received = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield received.is_set  # signal handlers can only be set from the main thread
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: received.set())
+    try:
+        yield received.is_set
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class EpochSums:
+    """Running train loss and accuracy of one epoch, from metrics fetched in order."""
+
+    def __init__(self, saved: dict | None = None):
+        self.loss, self.correct, self.count = (
+            (saved['loss'], saved['correct'], saved['count']) if saved else (0.0, 0, 0))
+
+    def add(self, fetched: list, first_step: int):
+        for offset, m in enumerate(fetched):
+            loss = float(m['loss'])
+            if not np.isfinite(loss):
+                raise FloatingPointError(
+                    f'training loss became {loss} at step {first_step + offset}; stopping. '
+                    f'The checkpoints saved before it are kept.')
+            self.loss += loss * int(m['count'])
+            self.correct += int(m['correct'])
+            self.count += int(m['count'])
+
+    def as_dict(self) -> dict:
+        return {'loss': self.loss, 'correct': self.correct, 'count': self.count}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-    """Train `config` in `workdir`, resuming from its latest checkpoint; returns the state."""
+    """Train `config` in `workdir`, resuming from its newest intact checkpoint."""
+    validation.validate_config(config)
     is_chief = jax.process_index() == 0
+    say = print if is_chief else (lambda *a, **k: None)
     mesh = jax.make_mesh((jax.device_count(),), ('data',),
                          axis_types=(jax.sharding.AxisType.Auto,))
     replicated, batch_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
-    if config.batch_size % jax.device_count():
-        raise ValueError(f'config.batch_size={config.batch_size} does not split over '
-                         f'{jax.device_count()} devices')
 
     train = input_pipeline.load_split(config.dataset, 'train', config.data_dir)
     test = input_pipeline.load_split(config.dataset, 'test', config.data_dir)
-    num_classes = input_pipeline.num_classes(config.dataset, config.data_dir)
+    class_names = input_pipeline.class_names(config.dataset, config.data_dir)
     steps_per_epoch = len(train.labels) // config.batch_size
+    if steps_per_epoch == 0:
+        raise validation.ConfigError(f'config.batch_size={config.batch_size} is larger than '
+                                     f'the {len(train.labels)} training images')
     total_steps = (config.num_train_steps if config.num_train_steps > 0
                    else config.num_epochs * steps_per_epoch)
     num_epochs = -(-total_steps // steps_per_epoch)
 
-    model = create_model(config, num_classes)
-    if is_chief:
-        print(models.summarize(model))
-    learning_rate_fn = create_learning_rate_fn(config, total_steps, steps_per_epoch)
+    model = create_model(config, len(class_names))
+    say(models.summarize(model))
+    learning_rate_fn = optim.create_learning_rate_fn(config, total_steps)
     state = create_train_state(
         jax.random.fold_in(jax.random.key(config.seed), INIT_STREAM), model,
-        create_optimizer(config, learning_rate_fn))
-    manager = create_checkpoint_manager(workdir, config)
-    state = jax.device_put(restore_latest(manager, state), replicated)
+        optim.create_optimizer(config, learning_rate_fn))
+    meta = {'architecture': {**validation.architecture(config), 'num_classes': len(class_names)},
+            'config': config.to_dict(), 'class_names': class_names}
+    checkpoints = checkpointing.Checkpoints(workdir, config.max_checkpoints_to_keep)
+    state, saved_meta = checkpoints.restore_latest_intact(state, meta['architecture'])
+    step = int(state.step)
+    if saved_meta:
+        say(f'Resuming from the checkpoint at step {step} in {checkpoints.directory}')
+    state = jax.device_put(state, replicated)
     train_images, train_labels, test_images, test_labels = jax.device_put(
         (train.images, train.labels, test.images, test.labels), replicated)
-
-    writer = metric_writers.MetricWriter(workdir, enabled=is_chief)
+    writer = metric_writers.MetricWriter(workdir, enabled=is_chief, resume_step=step)
     train_fn = make_train_fn(config, batch_sharding)
-    step = int(state.step)
-    if step >= total_steps and is_chief:
-        print(f'Nothing to do: the checkpoint in {workdir} is at step {step} of {total_steps}.')
-    for epoch in range(step // steps_per_epoch, num_epochs):
-        order = epoch_order(config.seed, epoch, len(train.labels))
-        first, last = step - epoch * steps_per_epoch, min(steps_per_epoch,
-                                                          total_steps - epoch * steps_per_epoch)
-        if is_chief:
-            print(f'\nEPOCH: {epoch}')
-        bar = tqdm(range(first, last), disable=not is_chief, initial=first, total=last)
-        epoch_start, pending, sums = time.time(), [], {'loss': 0.0, 'correct': 0, 'count': 0}
-        for index in bar:
-            state, metrics = train_fn(state, train_images, train_labels, order, index)
-            step += 1
-            pending.append(metrics)
-            if len(pending) == config.log_every_steps or index == last - 1:
-                # Reading metrics back waits for these steps only; later ones are not queued yet.
-                fetched = jax.device_get(pending)
-                pending = []
-                for m in fetched:
-                    sums = {k: sums[k] + m[k] * (m['count'] if k == 'loss' else 1) for k in sums}
-                loss = float(fetched[-1]['loss'])
-                bar.set_description(f'Loss={loss} Batch_id={index} '
-                                    f"Accuracy={100 * sums['correct'] / sums['count']:.2f}")
-                writer.write_scalars(step, {'train/loss': loss,
-                                            'train/learning_rate': learning_rate_fn(step - 1)})
-            if config.checkpoint_every_steps > 0 and step % config.checkpoint_every_steps == 0:
-                manager.save(step, args=ocp.args.StandardSave(state))
-        bar.close()
-        epoch_time = time.time() - epoch_start
-        test_metrics = evaluate(state, test_images, test_labels, config.eval_batch_size)
-        if is_chief:
-            print(f"\nTest set: Average loss: {test_metrics['loss']:.4f}, Accuracy: "
-                  f"{test_metrics['correct']}/{test_metrics['count']} "
-                  f"({100 * test_metrics['accuracy']:.2f}%)")
-        record = {'epoch': epoch, 'step': step, 'epoch_time_s': epoch_time,
-                  'learning_rate': float(learning_rate_fn(step - 1)),
-                  'test_loss': test_metrics['loss'], 'test_accuracy': test_metrics['accuracy']}
-        if sums['count']:
-            record.update(train_loss=sums['loss'] / sums['count'],
-                          train_accuracy=sums['correct'] / sums['count'])
-        writer.write_epoch(record)
-        if manager.latest_step() != step:
-            manager.save(step, args=ocp.args.StandardSave(state))
-    manager.wait_until_finished()
-    manager.close()
-    writer.close()
+    sums = EpochSums(saved_meta and saved_meta['epoch_sums'])
+
+    def save(test_accuracy=None):
+        checkpoints.save(step, state, {**meta, 'epoch_sums': sums.as_dict()}, test_accuracy)
+
+    if step >= total_steps:
+        say(f'Nothing to do: the checkpoint in {workdir} is at step {step} of {total_steps}.')
+    try:
+        with sigterm_received() as preempted:
+            for epoch in range(step // steps_per_epoch, num_epochs):
+                order = epoch_order(config.seed, epoch, len(train.labels))
+                first = step - epoch * steps_per_epoch
+                last = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
+                say(f'\nEPOCH: {epoch}')
+                bar = tqdm(range(first, last), disable=not is_chief, initial=first, total=last)
+                epoch_start, pending = time.time(), []
+                for index in bar:
+                    state, metrics = train_fn(state, train_images, train_labels, order, index)
+                    step += 1
+                    pending.append(metrics)
+                    checkpoint_due = (config.checkpoint_every_steps > 0 and index < last - 1
+                                      and step % config.checkpoint_every_steps == 0)
+                    if (len(pending) == config.log_every_steps or index == last - 1
+                            or checkpoint_due or preempted()):
+                        # Waits for these steps only: later ones are not dispatched yet.
+                        sums.add(jax.device_get(pending), step - len(pending) + 1)
+                        pending = []
+                        bar.set_description(f'Loss={float(metrics["loss"])} Batch_id={index} '
+                                            f'Accuracy={100 * sums.correct / sums.count:.2f}')
+                        writer.write_scalars(step, {'train/loss': float(metrics['loss']),
+                                                    'train/learning_rate': learning_rate_fn(step - 1)})
+                    if checkpoint_due or (preempted() and index < last - 1):
+                        save()
+                    if preempted() and index < last - 1:
+                        checkpoints.wait_until_finished()
+                        say(f'\nSIGTERM: saved a checkpoint at step {step}; run the same '
+                            f'command to resume.')
+                        raise Preempted(step)
+                bar.close()
+                epoch_time = time.time() - epoch_start
+                result = evaluate(state, test_images, test_labels, config.eval_batch_size)
+                say(f"\nTest set: Average loss: {result['loss']:.4f}, Accuracy: "
+                    f"{result['correct']}/{result['count']} ({100 * result['accuracy']:.2f}%)")
+                record = {'epoch': epoch, 'step': step, 'epoch_time_s': epoch_time,
+                          'learning_rate': float(learning_rate_fn(step - 1)),
+                          'train_loss': sums.loss / max(sums.count, 1),
+                          'train_accuracy': sums.correct / max(sums.count, 1),
+                          'test_loss': result['loss'], 'test_accuracy': result['accuracy']}
+                writer.write_epoch(record)
+                sums = EpochSums()
+                save(result['accuracy'])
+                if preempted():
+                    checkpoints.wait_until_finished()
+                    raise Preempted(step)
+    finally:
+        checkpoints.close()
+        writer.close()
     return state

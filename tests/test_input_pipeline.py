@@ -8,12 +8,13 @@ import tensorflow_datasets as tfds
 
 from conftest import write_image_folder
 from flax_cifar import input_pipeline
+from flax_cifar.errors import InputError
 
 
 def test_tfds_catalog_path_under_mock_data():
     with tfds.testing.mock_data(num_examples=12):
         split = input_pipeline.load_split('cifar10', 'train')
-        assert input_pipeline.num_classes('cifar10') == 10
+        assert len(input_pipeline.class_names('cifar10')) == 10
     assert split.images.shape == (12, 32, 32, 3) and split.images.dtype == np.uint8
     assert split.labels.shape == (12,) and split.labels.dtype == np.int32
     assert split.labels.min() >= 0 and split.labels.max() < 10
@@ -23,7 +24,7 @@ def test_folder_path_reads_images_and_sorted_labels(tmp_path):
     root = write_image_folder(tmp_path / 'data', classes=('cat', 'airplane', 'dog'), per_class=2)
     split = input_pipeline.load_split(f'folder:{root}', 'test')
     assert split.images.shape == (6, 32, 32, 3)
-    assert input_pipeline.num_classes(f'folder:{root}') == 3
+    assert input_pipeline.class_names(f'folder:{root}') == ['airplane', 'cat', 'dog']
     # Labels are folder names in sorted order; each class's images are bright in its channel.
     for image, label in zip(split.images, split.labels):
         folder_index = ('cat', 'airplane', 'dog').index(sorted(('cat', 'airplane', 'dog'))[label])
@@ -31,7 +32,7 @@ def test_folder_path_reads_images_and_sorted_labels(tmp_path):
 
 
 def test_missing_folder_is_one_clear_line(tmp_path):
-    with pytest.raises(FileNotFoundError, match='config.dataset: folder .*nope.* does not exist'):
+    with pytest.raises(InputError, match='config.dataset: folder .*nope.* does not exist'):
         input_pipeline.load_split(f'folder:{tmp_path}/nope', 'train')
 
 
@@ -45,7 +46,7 @@ def test_unreachable_catalog_dataset_says_what_to_do(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise ConnectionError('no route to host')
     monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare', offline)
-    with pytest.raises(RuntimeError, match='--config.dataset=folder:'):
+    with pytest.raises(InputError, match='--config.dataset=folder:'):
         input_pipeline.load_split('cifar10', 'train', data_dir=str(tmp_path))
 
 

@@ -7,26 +7,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import default
+from configs import smoke
 from conftest import write_image_folder
-from flax_cifar import train
+from flax_cifar import optim, train
 
 
 def tiny_config(**overrides):
-    config = default.get_config()
-    config.model_args.update(stem_features=8, stage_features=(8, 16), stage_depths=(1, 1),
-                             stage_dilations=(2, 1), dropout_rate=0.1)
-    config.batch_size = 8
-    config.eval_batch_size = 7  # does not divide the test split: exercises the mask
-    config.learning_rate = 0.05
-    config.log_every_steps = 2
+    config = smoke.get_config()
     config.update(overrides)
     return config
 
 
 def make_state(config):
     model = train.create_model(config)
-    tx = train.create_optimizer(config, train.create_learning_rate_fn(config, 10, 5))
+    tx = optim.create_optimizer(config, optim.create_learning_rate_fn(config, 10))
     return train.create_train_state(jax.random.key(0), model, tx)
 
 
@@ -73,7 +67,7 @@ def test_eval_step_masks_padding():
 @pytest.mark.parametrize('schedule', ['onecycle', 'warmup_cosine', 'constant'])
 def test_schedules_peak_at_the_learning_rate(schedule):
     config = tiny_config(schedule=schedule, learning_rate=0.4)
-    fn = train.create_learning_rate_fn(config, total_steps=100, steps_per_epoch=10)
+    fn = optim.create_learning_rate_fn(config, total_steps=100)
     values = np.array([fn(i) for i in range(101)])
     assert values.max() == pytest.approx(0.4, rel=1e-3)
     if schedule != 'constant':
@@ -82,7 +76,7 @@ def test_schedules_peak_at_the_learning_rate(schedule):
 
 def test_unknown_schedule_is_named():
     with pytest.raises(ValueError, match="config.schedule='cyclic'"):
-        train.create_learning_rate_fn(tiny_config(schedule='cyclic'), 10, 5)
+        optim.create_learning_rate_fn(tiny_config(schedule='cyclic'), 10)
 
 
 @pytest.fixture(scope='module')

@@ -1,0 +1,26 @@
+"""A seconds-long smoke run: a tiny DSResNet for checking a set-up, not for accuracy.
+
+Run:
+  python main.py --config configs/smoke.py --config.dataset=folder:../shared/data/cifar10-jpeg
+
+Expected result: it finishes; the accuracy means nothing (2 epochs of a 3k-parameter net).
+"""
+import ml_collections
+
+from configs import default
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = default.get_config()
+    config.model_args.update(
+        stem_features=8,            # far narrower than the default
+        stage_features=(8, 16),     # two stages instead of three
+        stage_depths=(1, 1),
+        stage_dilations=(2, 1),
+        dropout_rate=0.1)           # exercise the dropout keys
+    config.batch_size = 8
+    config.eval_batch_size = 7      # does not divide small test splits: exercises the mask
+    config.num_epochs = 2
+    config.learning_rate = 0.05
+    config.log_every_steps = 2
+    return config

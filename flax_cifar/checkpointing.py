@@ -1,0 +1,113 @@
+"""Orbax checkpoints in `<workdir>/checkpoints`, hardened for preemption and damage.
+
+Each step holds two items: `state` (the TrainState) and `meta` (JSON: the architecture the
+parameters belong to, the whole config, the class names, and the running sums of the
+epoch in progress, so a mid-epoch resume reports the same epoch metrics).
+
+Orbax writes each step into a temporary directory and renames it when complete, so a
+killed save leaves no half step behind. What it does not cover, added here:
+  * a finalized step that cannot be read (truncated or garbage files) is moved, never
+    deleted, to `<workdir>/checkpoints_damaged/`, with a warning, and the next older
+    step is tried;
+  * a checkpoint written for another network is refused with one line naming the
+    difference, and left as it is.
+"""
+import os
+import shutil
+import time
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+from flax_cifar import validation
+from flax_cifar.errors import InputError
+
+BEST_METRIC = 'test_accuracy'
+
+
+class CheckpointMismatchError(InputError):
+    pass
+
+
+class Checkpoints:
+    """The latest `keep` steps plus the best by test accuracy, saved asynchronously."""
+
+    def __init__(self, workdir: str, keep: int = 3, read_only: bool = False):
+        self.workdir = os.path.abspath(workdir)
+        self.directory = os.path.join(self.workdir, 'checkpoints')
+        policy = ocp.checkpoint_managers.AnyPreservationPolicy([
+            ocp.checkpoint_managers.LatestN(n=keep),
+            ocp.checkpoint_managers.BestN(get_metric_fn=lambda m: m[BEST_METRIC], n=1,
+                                          keep_checkpoints_without_metrics=False),
+        ])
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=policy, best_fn=lambda m: m[BEST_METRIC], best_mode='max',
+            create=not read_only, read_only=read_only, enable_async_checkpointing=not read_only)
+        if read_only and not os.path.isdir(self.directory):
+            raise InputError(f'--workdir {workdir}: no checkpoints in {self.directory}')
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def save(self, step: int, state, meta: dict, test_accuracy: float | None = None):
+        metrics = None if test_accuracy is None else {BEST_METRIC: test_accuracy}
+        self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), metrics=metrics)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def best_step(self) -> int | None:
+        return self.manager.best_step()
+
+    def read_meta(self, step: int) -> dict:
+        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+
+    def _check_architecture(self, step: int, meta: dict, architecture: dict):
+        difference = validation.architecture_mismatch(meta['architecture'], architecture)
+        if difference:
+            raise CheckpointMismatchError(
+                f'checkpoint step {step} in {self.directory} belongs to another network '
+                f'({difference}); use another --workdir or the checkpoint\'s config')
+
+    def restore(self, step: int, state, architecture: dict) -> tuple:
+        """(state, meta) of `step`; raises CheckpointMismatchError for another network."""
+        meta = self.read_meta(step)
+        self._check_architecture(step, meta, architecture)
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        return restored['state'], restored['meta']
+
+    def restore_latest_intact(self, state, architecture: dict) -> tuple:
+        """(state, meta) of the newest readable step, or (state, None) when there is none.
+
+        Damaged steps on the way are moved aside, with a warning naming them.
+        """
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                return self.restore(step, state, architecture)
+            except CheckpointMismatchError:
+                raise
+            except Exception as e:  # Orbax and TensorStore raise many kinds on bad bytes.
+                self._set_aside(step, e)
+        return state, None
+
+    def _set_aside(self, step: int, error: Exception):
+        source = os.path.join(self.directory, str(step))
+        target = os.path.join(self.workdir, 'checkpoints_damaged', f'{step}.{int(time.time())}')
+        message = (f'WARNING: checkpoint step {step} at {source} is damaged '
+                   f'({type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ""}); '
+                   f'moved to {target}, trying the next older step')
+        logging.warning(message)
+        print(message, flush=True)
+        if jax.process_index() == 0:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.move(source, target)
+        self.manager.reload()
+
+    def wait_until_finished(self):
+        self.manager.wait_until_finished()
+
+    def close(self):
+        self.manager.wait_until_finished()
+        self.manager.close()

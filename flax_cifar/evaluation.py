@@ -1,0 +1,131 @@
+"""Evaluation and prediction from a workdir's checkpoints, without training.
+
+The checkpoint carries its own config and class names, so a workdir is all it needs.
+"""
+import os
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+matplotlib.use('Agg')  # files only; no display on training machines
+import matplotlib.pyplot as plt  # noqa: E402
+
+from flax_cifar import checkpointing, input_pipeline, optim, train  # noqa: E402
+from flax_cifar.errors import InputError  # noqa: E402
+
+
+def restore_for_inference(workdir: str, which: str = 'best'):
+    """(state, config, class_names, step) from the `which` ('best' or 'latest') checkpoint."""
+    if which not in ('best', 'latest'):
+        raise InputError(f'--checkpoint={which!r}: choose best or latest')
+    checkpoints = checkpointing.Checkpoints(workdir, read_only=True)
+    step = checkpoints.best_step() if which == 'best' else checkpoints.latest_step()
+    if step is None:
+        raise InputError(f'--workdir {workdir}: no checkpoint in {checkpoints.directory}')
+    meta = checkpoints.read_meta(step)
+    config = ml_collections.ConfigDict(meta['config'])
+    class_names = meta['class_names']
+    model = train.create_model(config, len(class_names))
+    state = train.create_train_state(
+        jax.random.key(0), model,
+        optim.create_optimizer(config, optim.create_learning_rate_fn(config, 1)))
+    state, _ = checkpoints.restore(step, state, meta['architecture'])
+    checkpoints.close()
+    return state, config, class_names, step
+
+
+@jax.jit
+def _predict_batch(state, images):
+    logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
+                            input_pipeline.normalize(images), train=False)
+    return jax.nn.softmax(logits)
+
+
+def predict_probabilities(state, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    """Class probabilities for uint8 NHWC images."""
+    return np.concatenate([np.asarray(_predict_batch(state, jnp.asarray(images[i:i + batch_size])))
+                           for i in range(0, len(images), batch_size)])
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """Rows: true class; columns: predicted class."""
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(matrix, (labels, predictions), 1)
+    return matrix
+
+
+def format_report(matrix: np.ndarray, class_names: list[str]) -> str:
+    width = max(8, max(len(n) for n in class_names) + 1)
+    lines = [f"{'class':<{width}}{'accuracy':>10}   confusion (rows: true, columns: predicted)"]
+    for name, row in zip(class_names, matrix):
+        accuracy = row[class_names.index(name)] / max(row.sum(), 1)
+        lines.append(f'{name:<{width}}{100 * accuracy:>9.2f}%   ' +
+                     ' '.join(f'{v:>5d}' for v in row))
+    return '\n'.join(lines)
+
+
+def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: str, title: str):
+    fig, ax = plt.subplots(figsize=(7, 6))
+    image = ax.imshow(matrix, cmap='Blues')
+    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha='right')
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_xlabel('predicted')
+    ax.set_ylabel('true')
+    ax.set_title(title)
+    for (i, j), v in np.ndenumerate(matrix):
+        ax.text(j, i, str(v), ha='center', va='center', fontsize=7,
+                color='white' if v > matrix.max() / 2 else 'black')
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def evaluate_checkpoint(workdir: str, which: str = 'best', dataset: str | None = None) -> dict:
+    """Test loss, accuracy, per-class accuracy and confusion matrix of a saved checkpoint.
+
+    Prints the table and writes `confusion_matrix_step<N>.png` into the workdir.
+    """
+    state, config, class_names, step = restore_for_inference(workdir, which)
+    dataset = dataset or config.dataset
+    test = input_pipeline.load_split(dataset, 'test', config.data_dir)
+    result = train.evaluate(state, jnp.asarray(test.images), jnp.asarray(test.labels),
+                            config.eval_batch_size)
+    predictions = predict_probabilities(state, test.images).argmax(-1)
+    matrix = confusion_matrix(test.labels, predictions, len(class_names))
+    print(f'{which} checkpoint: step {step} of {workdir}')
+    print(f"Test set: Average loss: {result['loss']:.4f}, Accuracy: "
+          f"{result['correct']}/{result['count']} ({100 * result['accuracy']:.2f}%)")
+    print(format_report(matrix, class_names))
+    path = os.path.join(workdir, f'confusion_matrix_step{step}.png')
+    plot_confusion_matrix(matrix, class_names, path,
+                          f"step {step}: {100 * result['accuracy']:.2f}% on {dataset}")
+    print(f'Confusion matrix plot: {path}')
+    return {**result, 'step': step, 'confusion_matrix': matrix,
+            'per_class_accuracy': matrix.diagonal() / np.maximum(matrix.sum(1), 1)}
+
+
+def load_image(path: str) -> np.ndarray:
+    """An image file as 32x32 RGB uint8; other sizes are resized (area-averaged)."""
+    try:
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    except (tf.errors.OpError, ValueError) as e:
+        raise InputError(f'{path}: not a readable image ({str(e).splitlines()[0][:120]})') from None
+    if tuple(image.shape) != input_pipeline.IMAGE_SHAPE:
+        image = tf.image.resize(image, input_pipeline.IMAGE_SHAPE[:2], method='area',
+                                antialias=True)
+        image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+    return image.numpy()
+
+
+def predict_files(workdir: str, paths: list[str], which: str = 'best') -> list[tuple]:
+    """(path, class name, probability) per image file, from the workdir's checkpoint."""
+    state, _, class_names, _ = restore_for_inference(workdir, which)
+    images = np.stack([load_image(p) for p in paths])
+    probabilities = predict_probabilities(state, images)
+    return [(path, class_names[int(p.argmax())], float(p.max()))
+            for path, p in zip(paths, probabilities)]

@@ -1,0 +1,45 @@
+"""The optimizer: SGD with momentum, decoupled-from-BN weight decay, a learning-rate schedule."""
+import jax
+import ml_collections
+import optax
+
+from flax_cifar.errors import InputError
+
+
+def _onecycle(config, total_steps):
+    return optax.cosine_onecycle_schedule(
+        transition_steps=total_steps, peak_value=config.learning_rate,
+        pct_start=config.warmup_fraction, div_factor=config.onecycle_div_factor,
+        final_div_factor=config.onecycle_final_div_factor)
+
+
+def _warmup_cosine(config, total_steps):
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=config.learning_rate,
+        warmup_steps=int(config.warmup_fraction * total_steps), decay_steps=total_steps)
+
+
+def _constant(config, total_steps):
+    del total_steps
+    return optax.constant_schedule(config.learning_rate)
+
+
+SCHEDULES = {'onecycle': _onecycle, 'warmup_cosine': _warmup_cosine, 'constant': _constant}
+
+
+def create_learning_rate_fn(config: ml_collections.ConfigDict,
+                            total_steps: int) -> optax.Schedule:
+    """The per-step learning rate; `config.learning_rate` is its peak."""
+    if config.schedule not in SCHEDULES:
+        raise InputError(f'config.schedule={config.schedule!r} is not a schedule; '
+                         f'choose one of {sorted(SCHEDULES)}')
+    return SCHEDULES[config.schedule](config, total_steps)
+
+
+def create_optimizer(config: ml_collections.ConfigDict,
+                     learning_rate_fn: optax.Schedule) -> optax.GradientTransformation:
+    """SGD with momentum; weight decay on conv and dense kernels only, not BN or biases."""
+    decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
+    return optax.chain(
+        optax.add_decayed_weights(config.weight_decay, mask=decay_mask),
+        optax.sgd(learning_rate_fn, momentum=config.momentum, nesterov=config.nesterov))

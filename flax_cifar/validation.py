@@ -1,0 +1,96 @@
+"""Config checks that run before anything is compiled, loaded or written.
+
+Each failure is one line naming the field and what it may be.
+"""
+import os
+
+import jax
+import ml_collections
+
+from flax_cifar import input_pipeline, models, optim
+from flax_cifar.errors import InputError
+
+# Fields that define the network's parameters: a checkpoint only fits a config that agrees.
+ARCHITECTURE_FIELDS = ('model', 'model_args')
+
+
+class ConfigError(InputError):
+    pass
+
+
+def _require(ok: bool, message: str):
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate_config(config: ml_collections.ConfigDict, num_devices: int | None = None):
+    """Raises ConfigError naming the first bad field of `config`."""
+    num_devices = num_devices or jax.device_count()
+    _require(config.model in models.MODELS,
+             f'config.model={config.model!r} is not a model; choose one of '
+             f'{sorted(models.MODELS)}')
+    models.create_model(config.model, **config.model_args)  # names unknown model_args
+    dropout = config.model_args.get('dropout_rate', 0.0)
+    _require(0.0 <= dropout < 1.0,
+             f'config.model_args.dropout_rate={dropout} must be in [0, 1)')
+    for name in ('batch_size', 'eval_batch_size', 'num_epochs', 'log_every_steps'):
+        value = config[name]
+        _require(isinstance(value, int) and value > 0,
+                 f'config.{name}={value!r} must be a positive integer')
+    _require(config.batch_size % num_devices == 0,
+             f'config.batch_size={config.batch_size} does not split over {num_devices} '
+             f'devices; use a multiple of {num_devices}')
+    _require(isinstance(config.num_train_steps, int) and (config.num_train_steps == -1
+                                                          or config.num_train_steps > 0),
+             f'config.num_train_steps={config.num_train_steps!r} must be -1 (from the '
+             f'epochs) or a positive integer')
+    _require(config.learning_rate > 0,
+             f'config.learning_rate={config.learning_rate} must be positive')
+    _require(config.schedule in optim.SCHEDULES,
+             f'config.schedule={config.schedule!r} is not a schedule; choose one of '
+             f'{sorted(optim.SCHEDULES)}')
+    _require(0.0 <= config.warmup_fraction < 1.0,
+             f'config.warmup_fraction={config.warmup_fraction} must be in [0, 1)')
+    _require(0.0 <= config.label_smoothing < 1.0,
+             f'config.label_smoothing={config.label_smoothing} must be in [0, 1)')
+    _require(config.weight_decay >= 0, f'config.weight_decay={config.weight_decay} must be >= 0')
+    _require(0.0 <= config.momentum < 1.0, f'config.momentum={config.momentum} must be in [0, 1)')
+    _require(config.crop_padding >= 0, f'config.crop_padding={config.crop_padding} must be >= 0')
+    _require(config.checkpoint_every_steps == -1 or config.checkpoint_every_steps > 0,
+             f'config.checkpoint_every_steps={config.checkpoint_every_steps} must be -1 (epoch '
+             f'ends only) or positive')
+    _require(config.max_checkpoints_to_keep > 0,
+             f'config.max_checkpoints_to_keep={config.max_checkpoints_to_keep} must be positive')
+    dataset = config.dataset
+    _require(isinstance(dataset, str) and dataset != '',
+             f'config.dataset={dataset!r} must be a TFDS name or folder:/path')
+    if dataset.startswith(input_pipeline.FOLDER_PREFIX):
+        root = os.path.expanduser(dataset[len(input_pipeline.FOLDER_PREFIX):])
+        _require(os.path.isdir(root), f'config.dataset: folder {root!r} does not exist')
+
+
+def architecture(config: ml_collections.ConfigDict) -> dict:
+    """The part of `config` that fixes parameter shapes, as plain JSON-able values."""
+    plain = config.to_dict() if hasattr(config, 'to_dict') else dict(config)
+    return _jsonable({name: plain[name] for name in ARCHITECTURE_FIELDS})
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in sorted(value.items())}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def architecture_mismatch(saved: dict, current: dict) -> str | None:
+    """'config.model_args.x: a in the checkpoint, b here' for the first difference, or None."""
+    def walk(a, b, path):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                found = walk(a.get(key, '<absent>'), b.get(key, '<absent>'), f'{path}.{key}')
+                if found:
+                    return found
+            return None
+        return None if a == b else f'{path}: {a!r} in the checkpoint, {b!r} here'
+    return walk(saved, current, 'config')

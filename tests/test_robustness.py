@@ -1,0 +1,235 @@
+"""Never lose a run: kills, preemption, damaged checkpoints, mismatches, NaNs, bad config."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import smoke
+from conftest import write_image_folder
+from flax_cifar import checkpointing, evaluation, metric_writers, train, validation
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def config_for(dataset, **overrides):
+    config = smoke.get_config()
+    config.dataset = dataset
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture(scope='module')
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp('data')
+    write_image_folder(root, splits=('train',), classes=('r', 'g', 'b'), per_class=200, seed=1)
+    write_image_folder(root, splits=('test',), classes=('r', 'g', 'b'), per_class=10, seed=2)
+    return f'folder:{root}'
+
+
+# 600 images / batch 8 = 75 steps an epoch.
+RUN_FLAGS = ['--config.num_epochs=4', '--config.checkpoint_every_steps=10',
+             '--config.max_checkpoints_to_keep=50']
+
+
+def main_command(folder, workdir, *extra):
+    return [sys.executable, os.path.join(REPO, 'main.py'), '--config',
+            os.path.join(REPO, 'configs', 'smoke.py'), f'--config.dataset={folder}',
+            f'--workdir={workdir}', *RUN_FLAGS, *extra]
+
+
+def same_trees(a, b):
+    return all(jax.tree.leaves(jax.tree.map(np.array_equal, a, b)))
+
+
+def same_states(a, b):
+    """Bit-identical step, parameters, BatchNorm statistics and optimizer state."""
+    arrays = lambda s: (s.step, s.params, s.batch_stats, s.opt_state)
+    return same_trees(arrays(a), arrays(b))
+
+
+def epoch_records(workdir):
+    records = metric_writers.read_records(os.path.join(workdir, 'metrics.jsonl'))
+    return [{k: v for k, v in r.items() if k != 'epoch_time_s'} for r in records]
+
+
+def steps_in(workdir):
+    directory = os.path.join(workdir, 'checkpoints')
+    return sorted(int(d) for d in os.listdir(directory) if d.isdigit())
+
+
+def final_state(workdir):
+    return evaluation.restore_for_inference(str(workdir), 'latest')[0]
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(folder, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp('whole')
+    subprocess.run(main_command(folder, workdir), check=True, capture_output=True)
+    return workdir
+
+
+def start_and_wait_for(command, predicate, timeout=120):
+    """Starts `command`; returns the process once predicate() holds (it must still run)."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+    lines = []
+    threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
+    deadline = time.time() + timeout
+    while not predicate(lines):
+        assert process.poll() is None, b''.join(lines).decode()[-2000:]
+        assert time.time() < deadline, 'timed out'
+        time.sleep(0.02)
+    return process, lines
+
+
+def test_sigkill_at_any_moment_then_rerun_equals_the_uninterrupted_run(folder, uninterrupted,
+                                                                      tmp_path):
+    workdir = tmp_path / 'killed'
+    has_step = lambda lines: (workdir / 'checkpoints').is_dir() and any(
+        s >= 40 for s in steps_in(workdir))
+    process, _ = start_and_wait_for(main_command(folder, workdir), has_step)
+    process.kill()  # SIGKILL: no handler runs, async saves are cut wherever they are
+    process.wait()
+    assert max(steps_in(workdir)) < 300, 'the run finished before it could be killed'
+    subprocess.run(main_command(folder, workdir), check=True, capture_output=True)
+    assert same_states(final_state(uninterrupted), final_state(workdir))
+    assert epoch_records(workdir) == epoch_records(uninterrupted)
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_143(folder, uninterrupted, tmp_path):
+    workdir = tmp_path / 'preempted'
+    command = main_command(folder, workdir, '--config.checkpoint_every_steps=-1')
+    in_epoch_1 = lambda lines: any(b'EPOCH: 1' in line for line in lines)
+    process, lines = start_and_wait_for(command, in_epoch_1)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 143
+    output = b''.join(lines).decode()
+    assert 'SIGTERM: saved a checkpoint at step' in output
+    saved = int(output.split('saved a checkpoint at step ')[1].split(';')[0])
+    assert saved in steps_in(workdir) and saved % 75  # mid epoch, not an epoch end
+    subprocess.run(command, check=True, capture_output=True)
+    assert same_states(final_state(uninterrupted), final_state(workdir))
+    assert epoch_records(workdir) == epoch_records(uninterrupted)
+
+
+def damage(step_dir, how):
+    files = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(step_dir, 'state')) for f in fs]
+    assert files
+    for path in files:
+        if how == 'truncate':
+            with open(path, 'r+b') as f:
+                f.truncate(os.path.getsize(path) // 2)
+        else:
+            with open(path, 'wb') as f:
+                f.write(os.urandom(64))
+
+
+@pytest.mark.parametrize('how', ['truncate', 'garbage'])
+def test_damaged_latest_checkpoint_is_set_aside_and_the_run_resumes(folder, how, tmp_path,
+                                                                    capsys):
+    config = config_for(folder, num_epochs=1, checkpoint_every_steps=25,
+                        max_checkpoints_to_keep=10)
+    whole = train.train_and_evaluate(config, str(tmp_path / 'whole'))
+    workdir = tmp_path / 'damaged'
+    train.train_and_evaluate(config, str(workdir))
+    assert steps_in(workdir) == [25, 50, 75]
+    damage(workdir / 'checkpoints' / '75', how)
+    os.makedirs(workdir / 'checkpoints' / '60' / 'state')  # a half-written step directory
+    intact = {s: sorted(os.listdir(workdir / 'checkpoints' / str(s))) for s in (25, 50)}
+    capsys.readouterr()
+    resumed = train.train_and_evaluate(config, str(workdir))
+    out = capsys.readouterr().out
+    assert 'checkpoint step 75' in out and 'is damaged' in out
+    assert same_states(whole, resumed)
+    damaged = os.listdir(workdir / 'checkpoints_damaged')
+    assert any(d.startswith('75.') for d in damaged)
+    for step, names in intact.items():  # nothing intact was deleted or rewritten
+        assert sorted(os.listdir(workdir / 'checkpoints' / str(step))) == names
+
+
+def tree_snapshot(directory):
+    return sorted((os.path.relpath(os.path.join(d, f), directory),
+                   os.path.getsize(os.path.join(d, f)), os.path.getmtime(os.path.join(d, f)))
+                  for d, _, fs in os.walk(directory) for f in fs)
+
+
+def test_checkpoint_of_another_network_is_refused_and_left_alone(folder, tmp_path):
+    train.train_and_evaluate(config_for(folder, num_train_steps=4), str(tmp_path))
+    before = tree_snapshot(tmp_path / 'checkpoints')
+    other = config_for(folder, num_train_steps=4)
+    other.model_args.stage_features = (8, 32)
+    with pytest.raises(checkpointing.CheckpointMismatchError,
+                       match=r'config\.model_args\.stage_features: \[8, 16\] in the checkpoint, '
+                             r'\[8, 32\] here'):
+        train.train_and_evaluate(other, str(tmp_path))
+    assert tree_snapshot(tmp_path / 'checkpoints') == before
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_good_checkpoints(folder, tmp_path,
+                                                                      monkeypatch):
+    real_step = train.train_step
+
+    def poisoned_step(state, batch, rng, label_smoothing=0.0):
+        new_state, metrics = real_step(state, batch, rng, label_smoothing)
+        return new_state, {**metrics, 'loss': jnp.where(state.step == 6, jnp.nan, metrics['loss'])}
+
+    monkeypatch.setattr(train, 'train_step', poisoned_step)
+    config = config_for(folder, checkpoint_every_steps=2, log_every_steps=5)
+    with pytest.raises(FloatingPointError, match='loss became nan at step 7'):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert steps_in(tmp_path) == [2, 4, 6]
+
+
+@pytest.mark.parametrize('override, message', [
+    (dict(model='vgg'), "config.model='vgg' is not a model"),
+    (dict(dataset=''), 'config.dataset'),
+    (dict(dataset='folder:/no/such/dir'), "folder '/no/such/dir' does not exist"),
+    (dict(batch_size=0), 'config.batch_size=0 must be a positive integer'),
+    (dict(batch_size=-8), 'config.batch_size=-8 must be a positive integer'),
+    (dict(num_epochs=0), 'config.num_epochs=0 must be a positive integer'),
+    (dict(learning_rate=0.0), 'config.learning_rate=0.0 must be positive'),
+    (dict(learning_rate=-0.1), 'config.learning_rate=-0.1 must be positive'),
+    (dict(schedule='step'), "config.schedule='step' is not a schedule; choose one of"),
+    (dict(num_train_steps=0), 'config.num_train_steps=0 must be -1'),
+    (dict(label_smoothing=1.0), 'config.label_smoothing=1.0 must be in [0, 1)'),
+])
+def test_bad_config_fields_are_named(override, message):
+    config = smoke.get_config()
+    config.update(override)
+    with pytest.raises(validation.ConfigError, match=message.replace('[', r'\[').replace('(', r'\(')
+                       .replace(')', r'\)').replace('.', r'\.')):
+        validation.validate_config(config)
+
+
+@pytest.mark.parametrize('rate', [-0.1, 1.0, 1.5])
+def test_dropout_outside_unit_interval_is_named(rate):
+    config = smoke.get_config()
+    config.model_args.dropout_rate = rate
+    with pytest.raises(validation.ConfigError, match='config.model_args.dropout_rate'):
+        validation.validate_config(config)
+
+
+def test_batch_that_the_devices_cannot_split_is_named():
+    with pytest.raises(validation.ConfigError, match='does not split over 3 devices'):
+        validation.validate_config(smoke.get_config(), num_devices=3)
+
+
+def test_command_line_error_is_one_line_and_writes_nothing(tmp_path):
+    workdir = tmp_path / 'never'
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, 'main.py'), '--config',
+         os.path.join(REPO, 'configs', 'smoke.py'), '--config.batch_size=0',
+         f'--workdir={workdir}'], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        'error: config.batch_size=0 must be a positive integer')
+    assert 'Traceback' not in result.stderr
+    assert not workdir.exists()
