@@ -71,6 +71,12 @@ class Checkpoints:
 
     def restore(self, step: int, state, architecture: dict) -> tuple:
         """(state, meta) of `step`; raises CheckpointMismatchError for another network."""
+        step_dir = os.path.join(self.directory, str(step))
+        finalized = os.path.exists(os.path.join(step_dir, 'commit_success.txt'))
+        if finalized and not os.path.isdir(os.path.join(step_dir, 'meta')):
+            raise CheckpointMismatchError(
+                f'checkpoint step {step} in {self.directory} has no meta item: another '
+                f'program or an older flax_cifar wrote it; use another --workdir')
         meta = self.read_meta(step)
         self._check_architecture(step, meta, architecture)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)

@@ -73,3 +73,50 @@ def test_normalize_centres_the_cifar_mean():
     mean = jnp.asarray(input_pipeline.CIFAR10_MEAN) * 255
     x = jnp.broadcast_to(mean, (1, 2, 2, 3))
     assert jnp.allclose(input_pipeline.normalize(x), 0.0, atol=1e-5)
+
+
+def load_folder(root, split='train'):
+    return input_pipeline.load_split(f'folder:{root}', split)
+
+
+def test_empty_class_folder_is_named(tmp_path):
+    root = write_image_folder(tmp_path / 'data')
+    os.makedirs(os.path.join(root, 'train', 'c'))
+    with pytest.raises(InputError, match='class folder .*train/c has no images'):
+        load_folder(root)
+
+
+def test_file_that_is_not_an_image_is_named(tmp_path):
+    root = write_image_folder(tmp_path / 'data')
+    with open(os.path.join(root, 'train', 'b', 'notes.png'), 'w') as f:
+        f.write('not an image at all')
+    with pytest.raises(InputError, match='train/b/notes.png: not a readable image'):
+        load_folder(root)
+
+
+def test_truncated_image_is_named(tmp_path):
+    root = write_image_folder(tmp_path / 'data', fmt='jpg')
+    path = os.path.join(root, 'train', 'a', '1.jpg')
+    with open(path, 'r+b') as f:
+        f.truncate(os.path.getsize(path) // 3)
+    with pytest.raises(InputError, match='train/a/1.jpg: not a readable image'):
+        load_folder(root)
+
+
+def test_image_of_another_size_is_named_with_its_size(tmp_path):
+    root = write_image_folder(tmp_path / 'data')
+    write_image_folder(tmp_path / 'big', classes=('a',), per_class=1, shape=(48, 40, 3))
+    os.replace(tmp_path / 'big' / 'train' / 'a' / '0.png', os.path.join(root, 'train', 'a', 'x.png'))
+    with pytest.raises(InputError, match=r'train/a/x.png: is 40x48, expected 32x32'):
+        load_folder(root)
+
+
+def test_grayscale_and_rgba_images_are_converted_to_rgb(tmp_path):
+    # The documented conversion: grayscale is repeated over R, G, B; alpha is dropped.
+    root = write_image_folder(tmp_path / 'data', classes=('a',), per_class=1, shape=(32, 32, 1))
+    write_image_folder(tmp_path / 'rgba', classes=('a',), per_class=1, shape=(32, 32, 4), seed=3)
+    os.replace(tmp_path / 'rgba' / 'train' / 'a' / '0.png', os.path.join(root, 'train', 'a', 'z.png'))
+    split = load_folder(root)
+    assert split.images.shape == (2, 32, 32, 3)
+    gray = [img for img in split.images if np.array_equal(img[..., 0], img[..., 2])]
+    assert len(gray) == 1

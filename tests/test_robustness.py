@@ -173,6 +173,15 @@ def test_checkpoint_of_another_network_is_refused_and_left_alone(folder, tmp_pat
     assert tree_snapshot(tmp_path / 'checkpoints') == before
 
 
+def test_checkpoint_without_our_meta_item_is_refused_not_set_aside(folder, tmp_path):
+    train.train_and_evaluate(config_for(folder, num_train_steps=4), str(tmp_path))
+    shutil.rmtree(tmp_path / 'checkpoints' / '4' / 'meta')
+    before = tree_snapshot(tmp_path / 'checkpoints')
+    with pytest.raises(checkpointing.CheckpointMismatchError, match='has no meta item'):
+        train.train_and_evaluate(config_for(folder, num_train_steps=4), str(tmp_path))
+    assert tree_snapshot(tmp_path / 'checkpoints') == before
+
+
 def test_nan_loss_stops_naming_the_step_and_keeps_the_good_checkpoints(folder, tmp_path,
                                                                       monkeypatch):
     real_step = train.train_step

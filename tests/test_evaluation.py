@@ -1,0 +1,67 @@
+import os
+
+import numpy as np
+import pytest
+
+from configs import smoke
+from conftest import write_image_folder
+from flax_cifar import evaluation, metric_writers, train
+from flax_cifar.errors import InputError
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp('data')
+    write_image_folder(root, splits=('train',), classes=('r', 'g', 'b'), per_class=32, seed=1)
+    write_image_folder(root, splits=('test',), classes=('r', 'g', 'b'), per_class=10, seed=2)
+    config = smoke.get_config()
+    config.dataset = f'folder:{root}'
+    config.num_epochs = 4
+    workdir = str(tmp_path_factory.mktemp('workdir'))
+    train.train_and_evaluate(config, workdir)
+    return workdir, str(root)
+
+
+def test_evaluate_best_checkpoint_reports_per_class_and_confusion(trained, capsys):
+    workdir, _ = trained
+    records = metric_writers.read_records(os.path.join(workdir, 'metrics.jsonl'))
+    best = max(records, key=lambda r: (r['test_accuracy'], r['step']))  # ties: the later
+    result = evaluation.evaluate_checkpoint(workdir, 'best')
+    assert result['step'] == best['step']
+    assert result['accuracy'] == pytest.approx(best['test_accuracy'])
+    matrix = result['confusion_matrix']
+    assert matrix.shape == (3, 3) and matrix.sum() == 30 and (matrix.sum(1) == 10).all()
+    assert np.trace(matrix) == result['correct']
+    out = capsys.readouterr().out
+    assert 'Test set: Average loss:' in out and 'confusion' in out
+    assert all(name in out for name in ('r', 'g', 'b'))
+    assert os.path.getsize(os.path.join(workdir, f"confusion_matrix_step{result['step']}.png")) > 1000
+
+
+def test_latest_checkpoint_is_the_last_step(trained):
+    workdir, _ = trained
+    assert evaluation.evaluate_checkpoint(workdir, 'latest')['step'] == 4 * 12
+
+
+def test_predict_names_classes_with_probabilities(trained, tmp_path):
+    workdir, root = trained
+    paths = [os.path.join(root, 'test', name, '0.png') for name in ('b', 'g', 'r')]
+    write_image_folder(tmp_path / 'big', classes=('r',), per_class=1, shape=(64, 64, 3))
+    paths.append(str(tmp_path / 'big' / 'train' / 'r' / '0.png'))  # resized to 32x32
+    predictions = evaluation.predict_files(workdir, paths)
+    assert [p[0] for p in predictions] == paths
+    assert all(name in ('r', 'g', 'b') and 0 < prob <= 1 for _, name, prob in predictions)
+    assert [name for _, name, _ in predictions[:3]] == ['b', 'g', 'r']
+
+
+def test_predict_names_a_bad_file(trained, tmp_path):
+    workdir, _ = trained
+    bad = tmp_path / 'x.png'
+    bad.write_text('nope')
+    with pytest.raises(InputError, match='x.png: not a readable image'):
+        evaluation.predict_files(workdir, [str(bad)])
+
+
+def test_workdir_without_checkpoints_is_named(tmp_path):
+    with pytest.raises(InputError, match='no checkpoints in'):
+        evaluation.evaluate_checkpoint(str(tmp_path))
