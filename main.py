@@ -45,9 +45,11 @@ def main(argv):
         raise app.UsageError('--mode=predict takes image files as arguments')
     import tensorflow as tf
     tf.config.set_visible_devices([], 'GPU')  # TF only reads files; the accelerators are JAX's.
-    from flax_cifar import evaluation, train
+    from flax_cifar import distributed, evaluation, train
     from flax_cifar.errors import InputError
 
+    if FLAGS.mode == 'train':
+        distributed.maybe_initialize(FLAGS.config)  # before JAX touches any device
     workdir = workdir_for(FLAGS['config'])
     try:
         if FLAGS.mode == 'train':

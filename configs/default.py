@@ -24,7 +24,8 @@ def get_config() -> ml_collections.ConfigDict:
 
     # Data: 'cifar10' from the TFDS catalog, or 'folder:/path' (root/{train,test}/<class>/*).
     config.dataset = 'cifar10'
-    config.data_dir = None             # TFDS data_dir for catalog datasets (None: TFDS default)
+    # TFDS data_dir for catalog datasets (None: TFDS's default, ~/tensorflow_datasets).
+    config.data_dir = ml_collections.config_dict.placeholder(str)
     config.augment = True              # random crop and flip, inside the jitted step
     config.crop_padding = 4            # zero padding before the random 32x32 crop
     config.flip = True                 # random horizontal flips
@@ -44,9 +45,18 @@ def get_config() -> ml_collections.ConfigDict:
     config.weight_decay = 5e-4         # L2 on conv and dense kernels (not BN, not biases)
     config.label_smoothing = 0.1       # 0 for plain cross-entropy
 
+    # Devices and hosts.
+    config.half_precision = False      # bfloat16 activations and matmuls; float32 params
+    config.distributed = ml_collections.ConfigDict(dict(
+        # 'host:port' of process 0; None: a single process, or a TPU pod (found by JAX).
+        coordinator_address=ml_collections.config_dict.placeholder(str),
+        num_processes=1,               # processes in the job
+        process_id=0,                  # this process's index, 0 .. num_processes - 1
+    ))
+
     # Bookkeeping.
     config.seed = 0                    # init, data order, augmentation and dropout
     config.log_every_steps = 20        # progress bar and TensorBoard refresh
-    config.checkpoint_every_steps = -1  # >0: also checkpoint every this many steps
+    config.checkpoint_every_steps = 200  # also checkpoint every this many steps (-1: epochs only)
     config.max_checkpoints_to_keep = 3
     return config

@@ -30,7 +30,9 @@ class TrainState(train_state.TrainState):
 
 
 def create_model(config: ml_collections.ConfigDict, num_classes: int = 10):
-    return models.create_model(config.model, num_classes=num_classes, **config.model_args)
+    dtype = jnp.bfloat16 if config.get('half_precision') else jnp.float32
+    return models.create_model(config.model, num_classes=num_classes, dtype=dtype,
+                               **config.model_args)
 
 
 def create_train_state(rng: jax.Array, model, tx: optax.GradientTransformation,

@@ -1,0 +1,30 @@
+"""Multi-host start-up: `jax.distributed.initialize` where there is more than one process.
+
+On a Cloud TPU pod slice JAX finds the coordinator itself; elsewhere (GPU clusters, CPU
+tests) the config names it. Every process then runs the same program: the train state is
+replicated, each global batch is sharded over all devices of all hosts, only process 0
+prints and writes logs, and all processes take part in Orbax saves and restores.
+"""
+import os
+
+import jax
+import ml_collections
+
+
+def on_multihost_tpu() -> bool:
+    """A TPU VM that belongs to a slice of several hosts (set by the TPU runtime)."""
+    return len(os.environ.get('TPU_WORKER_HOSTNAMES', '').split(',')) > 1
+
+
+def maybe_initialize(config: ml_collections.ConfigDict) -> bool:
+    """Joins the other processes if the config or the platform says there are any."""
+    settings = config.get('distributed')
+    if settings and settings.coordinator_address:
+        jax.distributed.initialize(coordinator_address=settings.coordinator_address,
+                                   num_processes=settings.num_processes,
+                                   process_id=settings.process_id)
+        return True
+    if on_multihost_tpu():
+        jax.distributed.initialize()
+        return True
+    return False

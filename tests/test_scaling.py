@@ -1,0 +1,103 @@
+"""Data parallelism over devices and hosts, and bfloat16, all on CPU."""
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import smoke
+from conftest import write_image_folder
+from flax_cifar import evaluation, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp('data')
+    write_image_folder(root, splits=('train',), classes=('r', 'g', 'b'), per_class=16, seed=1)
+    write_image_folder(root, splits=('test',), classes=('r', 'g', 'b'), per_class=4, seed=2)
+    return f'folder:{root}'
+
+
+def run_main(folder, workdir, devices=1, extra=(), wait=True):
+    """main.py with the smoke config, 6 steps of global batch 8, on `devices` CPU devices."""
+    env = {**os.environ, 'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}',
+           'JAX_PLATFORMS': 'cpu'}
+    command = [sys.executable, os.path.join(REPO, 'main.py'), '--config',
+               os.path.join(REPO, 'configs', 'smoke.py'), f'--config.dataset={folder}',
+               '--config.num_epochs=1', f'--workdir={workdir}', *extra]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if wait:
+        output = process.communicate()[0].decode()
+        assert process.returncode == 0, output[-3000:]
+        return output
+    return process
+
+
+def close(a, b):
+    return all(jax.tree.leaves(jax.tree.map(
+        lambda x, y: np.allclose(x, y, rtol=1e-4, atol=1e-5), a, b)))
+
+
+@pytest.fixture(scope='module')
+def one_device(folder, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp('one_device')
+    run_main(folder, workdir)
+    return evaluation.restore_for_inference(str(workdir), 'latest')[0]
+
+
+def test_eight_devices_match_one_device_on_the_same_global_batch(folder, one_device, tmp_path):
+    output = run_main(folder, tmp_path, devices=8)
+    sharded = evaluation.restore_for_inference(str(tmp_path), 'latest')[0]
+    assert int(sharded.step) == int(one_device.step) == 6
+    assert close((one_device.params, one_device.batch_stats),
+                 (sharded.params, sharded.batch_stats))
+    assert 'Test set' in output
+
+
+def test_two_processes_match_one_and_their_checkpoint_restores_in_one(folder, one_device,
+                                                                     tmp_path):
+    with socket.socket() as s:
+        s.bind(('localhost', 0))
+        port = s.getsockname()[1]
+    processes = [
+        run_main(folder, tmp_path, extra=(
+            f'--config.distributed.coordinator_address=localhost:{port}',
+            '--config.distributed.num_processes=2', f'--config.distributed.process_id={i}'),
+            wait=False)
+        for i in range(2)]
+    outputs = [p.communicate(timeout=300)[0].decode() for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    assert 'Test set' in outputs[0] and 'Test set' not in outputs[1]  # only process 0 prints
+    # Restored here, in this single process, from what the two processes wrote together.
+    together = evaluation.restore_for_inference(str(tmp_path), 'latest')[0]
+    assert int(together.step) == 6
+    assert close((one_device.params, one_device.batch_stats),
+                 (together.params, together.batch_stats))
+
+
+def test_half_precision_computes_in_bfloat16_and_keeps_float32_parameters():
+    config = smoke.get_config()
+    config.half_precision = True
+    model = train.create_model(config)
+    tx = train.optim.create_optimizer(config, train.optim.create_learning_rate_fn(config, 10))
+    state = train.create_train_state(jax.random.key(0), model, tx)
+    rng = np.random.default_rng(0)
+    batch = {'image': jnp.asarray(rng.normal(size=(8, 32, 32, 3)), jnp.float32),
+             'label': jnp.asarray(rng.integers(0, 10, 8), jnp.int32)}
+    _, activations = model.apply({'params': state.params, 'batch_stats': state.batch_stats},
+                                 batch['image'], capture_intermediates=True,
+                                 mutable=['intermediates'])
+    assert activations['intermediates']['stem_conv']['__call__'][0].dtype == jnp.bfloat16
+    step = jax.jit(train.train_step)
+    for _ in range(3):
+        state, metrics = step(state, batch, jax.random.key(1))
+        assert np.isfinite(float(metrics['loss']))
+    dtypes = {x.dtype for x in jax.tree.leaves((state.params, state.opt_state, state.batch_stats))
+              if hasattr(x, 'dtype') and jnp.issubdtype(x.dtype, jnp.floating)}
+    assert dtypes == {jnp.dtype('float32')}
