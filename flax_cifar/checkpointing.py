@@ -12,11 +12,10 @@ killed save leaves no half step behind. What it does not cover, added here:
   * a checkpoint written for another network is refused with one line naming the
     difference, and left as it is.
 """
-import os
-import shutil
 import time
 
 import jax
+from etils import epath
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -34,8 +33,8 @@ class Checkpoints:
     """The latest `keep` steps plus the best by test accuracy, saved asynchronously."""
 
     def __init__(self, workdir: str, keep: int = 3, read_only: bool = False):
-        self.workdir = os.path.abspath(workdir)
-        self.directory = os.path.join(self.workdir, 'checkpoints')
+        self.workdir = epath.Path(workdir).absolute()  # local paths or gs://
+        self.directory = self.workdir / 'checkpoints'
         policy = ocp.checkpoint_managers.AnyPreservationPolicy([
             ocp.checkpoint_managers.LatestN(n=keep),
             ocp.checkpoint_managers.BestN(get_metric_fn=lambda m: m[BEST_METRIC], n=1,
@@ -44,7 +43,7 @@ class Checkpoints:
         options = ocp.CheckpointManagerOptions(
             preservation_policy=policy, best_fn=lambda m: m[BEST_METRIC], best_mode='max',
             create=not read_only, read_only=read_only, enable_async_checkpointing=not read_only)
-        if read_only and not os.path.isdir(self.directory):
+        if read_only and not self.directory.is_dir():
             raise InputError(f'--workdir {workdir}: no checkpoints in {self.directory}')
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
@@ -71,9 +70,8 @@ class Checkpoints:
 
     def restore(self, step: int, state, architecture: dict) -> tuple:
         """(state, meta) of `step`; raises CheckpointMismatchError for another network."""
-        step_dir = os.path.join(self.directory, str(step))
-        finalized = os.path.exists(os.path.join(step_dir, 'commit_success.txt'))
-        if finalized and not os.path.isdir(os.path.join(step_dir, 'meta')):
+        step_dir = self.directory / str(step)
+        if (step_dir / 'commit_success.txt').exists() and not (step_dir / 'meta').is_dir():
             raise CheckpointMismatchError(
                 f'checkpoint step {step} in {self.directory} has no meta item: another '
                 f'program or an older flax_cifar wrote it; use another --workdir')
@@ -99,16 +97,16 @@ class Checkpoints:
         return state, None
 
     def _set_aside(self, step: int, error: Exception):
-        source = os.path.join(self.directory, str(step))
-        target = os.path.join(self.workdir, 'checkpoints_damaged', f'{step}.{int(time.time())}')
+        source = self.directory / str(step)
+        target = self.workdir / 'checkpoints_damaged' / f'{step}.{int(time.time())}'
         message = (f'WARNING: checkpoint step {step} at {source} is damaged '
                    f'({type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ""}); '
                    f'moved to {target}, trying the next older step')
         logging.warning(message)
         print(message, flush=True)
         if jax.process_index() == 0:
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            shutil.move(source, target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source.rename(target)
         self.manager.reload()
 
     def wait_until_finished(self):

@@ -81,7 +81,8 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: str,
                 color='white' if v > matrix.max() / 2 else 'black')
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with tf.io.gfile.GFile(path, 'wb') as f:  # local or gs://
+        fig.savefig(f, format='png', dpi=120)
     plt.close(fig)
 
 

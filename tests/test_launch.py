@@ -1,0 +1,68 @@
+"""launch.sh --dry-run prints the gcloud commands of Google's TPU VM workflow."""
+import os
+import subprocess
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def dry_run(*args):
+    result = subprocess.run(['bash', os.path.join(REPO, 'launch.sh'), '--dry-run', *args],
+                            capture_output=True, text=True)
+    return result.returncode, result.stdout.strip().splitlines(), result.stderr
+
+
+def test_up_on_a_pod_slice_prints_create_copy_install_train_logs():
+    rc, lines, _ = dry_run('--zone', 'us-central2-b', '--tpu-type', 'v4-32', '--name', 'exp1',
+                           '--workdir', 'gs://bucket/exp1', 'up', '--', '--config.num_epochs=30')
+    assert rc == 0
+    assert lines[0] == ('gcloud compute tpus tpu-vm create exp1 --zone=us-central2-b '
+                        '--accelerator-type=v4-32 --version=tpu-ubuntu2204-base')
+    assert lines[1].startswith('tar -C ')
+    assert lines[2].startswith('gcloud compute tpus tpu-vm scp ')
+    assert '--worker=all' in lines[2]
+    workers = [line for line in lines if 'tpu-vm ssh exp1' in line]
+    assert all('--zone=us-central2-b' in line for line in workers)
+    install, train, logs = workers[1:]
+    assert '--worker=all' in install and "pip install -q -e . " in install and 'jax[tpu]' in install
+    assert '--worker=all' in train
+    assert ('main.py --config configs/tpu.py --workdir gs://bucket/exp1 --config.num_epochs=30'
+            in train)
+    assert '--worker=0' in logs and 'tail' in logs
+    assert not any('delete' in line for line in lines)
+
+
+def test_queued_spot_create_and_delete():
+    rc, lines, _ = dry_run('--zone', 'europe-west4-b', '--tpu-type', 'v5litepod-16',
+                           '--version', 'v2-alpha-tpuv5-lite', '--project', 'proj',
+                           '--queued', '--spot', 'create')
+    assert rc == 0 and lines == [
+        'gcloud compute tpus queued-resources create flax-cifar --node-id=flax-cifar '
+        '--zone=europe-west4-b --project=proj --accelerator-type=v5litepod-16 '
+        '--runtime-version=v2-alpha-tpuv5-lite --spot']
+    rc, lines, _ = dry_run('--zone', 'europe-west4-b', '--queued', 'delete')
+    assert lines == ['gcloud compute tpus queued-resources delete flax-cifar '
+                     '--zone=europe-west4-b --force --quiet']
+
+
+def test_clone_instead_of_copy():
+    rc, lines, _ = dry_run('--zone', 'z', '--repo', 'https://example.org/flax_cifar.git', 'copy')
+    assert rc == 0 and len(lines) == 1
+    assert 'git clone --depth 1 https://example.org/flax_cifar.git ~/flax_cifar' in lines[0]
+
+
+def test_bad_invocations_are_refused_with_a_reason():
+    rc, _, err = dry_run('create')
+    assert rc == 2 and '--zone is required' in err
+    rc, _, err = dry_run('--zone', 'z', 'train')
+    assert rc == 2 and 'gs://' in err
+    rc, _, err = dry_run('--zone', 'z', '--bogus', 'up')
+    assert rc == 2 and "unknown argument '--bogus'" in err
+
+
+def test_help_documents_every_command():
+    result = subprocess.run(['bash', os.path.join(REPO, 'launch.sh'), '--help'],
+                            capture_output=True, text=True)
+    assert result.returncode == 0
+    for word in ('create', 'copy', 'install', 'train', 'logs', 'delete', 'up', '--dry-run',
+                 '--spot', '--queued'):
+        assert word in result.stdout
