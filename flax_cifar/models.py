@@ -35,6 +35,49 @@ class Pool(nn.Module):
         return pool(x, (self.window, self.window), strides=(self.stride, self.stride))
 
 
+class DepthwiseConv(nn.Module):
+    """A depthwise conv: `nn.Conv(C, (k, k), feature_group_count=C)` with the same parameter
+    (`kernel`, shape (k, k, 1, C), same init) and the same outputs and gradients.
+
+    XLA's grouped convolution is slow on CPU (jax-ml/jax issues 13800, 23713, 26266), so
+    there it is computed as k*k shifted multiply-adds, which XLA fuses into one loop;
+    elsewhere `lax.conv` with `feature_group_count` is used.
+    """
+    kernel_size: tuple = (3, 3)
+    strides: int = 1
+    padding: int = 0
+    kernel_dilation: int = 1
+    dtype: Any = jnp.float32
+    implementation: str = 'auto'  # 'auto' (by backend), 'shifts' or 'conv'
+
+    @nn.compact
+    def __call__(self, x):
+        channels = x.shape[-1]
+        kernel = self.param('kernel', nn.initializers.lecun_normal(),
+                            (*self.kernel_size, 1, channels), jnp.float32)
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        use_shifts = self.implementation == 'shifts' or (
+            self.implementation == 'auto' and jax.default_backend() == 'cpu')
+        if not use_shifts:
+            return jax.lax.conv_general_dilated(
+                x, kernel, (self.strides,) * 2, [(self.padding, self.padding)] * 2,
+                rhs_dilation=(self.kernel_dilation,) * 2, feature_group_count=channels,
+                dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+        p, s, d = self.padding, self.strides, self.kernel_dilation
+        x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+        out_h = (x.shape[1] - d * (self.kernel_size[0] - 1) - 1) // s + 1
+        out_w = (x.shape[2] - d * (self.kernel_size[1] - 1) - 1) // s + 1
+        out = 0
+        for a in range(self.kernel_size[0]):
+            for b in range(self.kernel_size[1]):
+                window = jax.lax.slice(
+                    x, (0, a * d, b * d, 0),
+                    (x.shape[0], a * d + (out_h - 1) * s + 1, b * d + (out_w - 1) * s + 1,
+                     channels), (1, s, s, 1))
+                out = out + window * kernel[a, b, 0]
+        return out
+
+
 class SeparableConv(nn.Module):
     """A 3x3 spatial conv (dilated, strided) followed by a 1x1 pointwise conv.
 
@@ -51,10 +94,13 @@ class SeparableConv(nn.Module):
     @nn.compact
     def __call__(self, x):
         in_features = x.shape[-1]
-        x = nn.Conv(in_features, (3, 3), strides=self.stride, padding=self.padding,
-                    kernel_dilation=self.dilation,
-                    feature_group_count=in_features if self.depthwise else 1,
-                    use_bias=False, dtype=self.dtype, name='depthwise')(x)
+        if self.depthwise:
+            x = DepthwiseConv((3, 3), self.stride, self.padding, self.dilation, self.dtype,
+                              name='depthwise')(x)
+        else:
+            x = nn.Conv(in_features, (3, 3), strides=self.stride, padding=self.padding,
+                        kernel_dilation=self.dilation, use_bias=False, dtype=self.dtype,
+                        name='depthwise')(x)
         return nn.Conv(self.features, (1, 1), use_bias=False, dtype=self.dtype,
                        name='pointwise')(x)
 
@@ -170,13 +216,13 @@ class LayerRow:
 
 
 # Modules that get a row of their own: the leaves a reader thinks of as layers.
-_LEAF_LAYERS = (nn.Conv, nn.Dense, nn.BatchNorm, nn.Dropout, Pool)
+_LEAF_LAYERS = (nn.Conv, DepthwiseConv, nn.Dense, nn.BatchNorm, nn.Dropout, Pool)
 
 
 def _kernel_geometry(module) -> tuple[int, int, int]:
     """(kernel, stride, dilation) along one spatial axis; (1, 1, 1) for pointwise layers."""
     first = lambda v: 1 if v is None else (v if isinstance(v, int) else v[0])
-    if isinstance(module, nn.Conv):
+    if isinstance(module, (nn.Conv, DepthwiseConv)):
         return module.kernel_size[0], first(module.strides), first(module.kernel_dilation)
     if isinstance(module, Pool):
         return module.window, module.stride, 1

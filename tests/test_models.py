@@ -1,3 +1,4 @@
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import pytest
@@ -102,3 +103,27 @@ def test_unknown_model_and_argument_are_refused_by_name():
         models.create_model('resnet50')
     with pytest.raises(ValueError, match='widths'):
         models.create_model('seed', widths=(1, 2))
+
+
+@pytest.mark.parametrize('stride, dilation, padding', [(1, 1, 1), (1, 2, 2), (2, 2, 0),
+                                                       (2, 1, 1), (1, 2, 0)])
+def test_shifted_depthwise_conv_equals_grouped_nn_conv(stride, dilation, padding):
+    x = jax.random.normal(jax.random.key(0), (2, 11, 11, 6))
+    reference = nn.Conv(6, (3, 3), strides=stride, padding=padding, kernel_dilation=dilation,
+                        feature_group_count=6, use_bias=False)
+    shifted = models.DepthwiseConv((3, 3), stride, padding, dilation, implementation='shifts')
+    params = reference.init(jax.random.key(1), x)
+    # Same parameter tree and the same initial values for the same key.
+    assert jax.tree.all(jax.tree.map(jnp.array_equal, params, shifted.init(jax.random.key(1), x)))
+
+    def loss(module, params, x):
+        return jnp.sum(jnp.sin(module.apply(params, x)))
+
+    out_ref, out = reference.apply(params, x), shifted.apply(params, x)
+    assert out.shape == out_ref.shape
+    assert jnp.allclose(out, out_ref, atol=1e-5)
+    grads_ref = jax.grad(loss, argnums=(1, 2))(reference, params, x)
+    grads = jax.grad(loss, argnums=(1, 2))(shifted, params, x)
+    assert jax.tree.all(jax.tree.map(lambda a, b: jnp.allclose(a, b, atol=1e-4), grads, grads_ref))
+    conv = models.DepthwiseConv((3, 3), stride, padding, dilation, implementation='conv')
+    assert jnp.allclose(conv.apply(params, x), out_ref, atol=1e-5)
