@@ -26,6 +26,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.dataset = 'cifar10'
     # TFDS data_dir for catalog datasets (None: TFDS's default, ~/tensorflow_datasets).
     config.data_dir = ml_collections.config_dict.placeholder(str)
+    # Decoded folder datasets are cached here (None: $XDG_CACHE_HOME or ~/.cache, /flax_cifar;
+    # '': no cache). The cache key covers every file's name, size and mtime.
+    config.data_cache_dir = ml_collections.config_dict.placeholder(str)
     config.augment = True              # random crop and flip, inside the jitted step
     config.crop_padding = 4            # zero padding before the random 32x32 crop
     config.flip = True                 # random horizontal flips

@@ -93,7 +93,8 @@ def evaluate_checkpoint(workdir: str, which: str = 'best', dataset: str | None =
     """
     state, config, class_names, step = restore_for_inference(workdir, which)
     dataset = dataset or config.dataset
-    test = input_pipeline.load_split(dataset, 'test', config.data_dir)
+    test = input_pipeline.load_split(dataset, 'test', config.data_dir,
+                                     config.get('data_cache_dir'))
     result = train.evaluate(state, jnp.asarray(test.images), jnp.asarray(test.labels),
                             config.eval_batch_size)
     predictions = predict_probabilities(state, test.images).argmax(-1)

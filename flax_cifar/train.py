@@ -177,8 +177,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                          axis_types=(jax.sharding.AxisType.Auto,))
     replicated, batch_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
 
-    train = input_pipeline.load_split(config.dataset, 'train', config.data_dir)
-    test = input_pipeline.load_split(config.dataset, 'test', config.data_dir)
+    train, test = (input_pipeline.load_split(config.dataset, split, config.data_dir,
+                                             config.data_cache_dir) for split in ('train', 'test'))
     class_names = input_pipeline.class_names(config.dataset, config.data_dir)
     steps_per_epoch = len(train.labels) // config.batch_size
     if steps_per_epoch == 0:

@@ -3,6 +3,10 @@ import sys
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# Decoded-dataset caches of the tests' small folders go to a throwaway place, also for the
+# subprocesses the tests start.
+import tempfile  # noqa: E402
+os.environ['XDG_CACHE_HOME'] = tempfile.mkdtemp(prefix='flax_cifar_test_cache_')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np

@@ -120,3 +120,18 @@ def test_grayscale_and_rgba_images_are_converted_to_rgb(tmp_path):
     assert split.images.shape == (2, 32, 32, 3)
     gray = [img for img in split.images if np.array_equal(img[..., 0], img[..., 2])]
     assert len(gray) == 1
+
+
+def test_folder_cache_is_reused_and_invalidated_by_a_changed_file(tmp_path, monkeypatch):
+    root = write_image_folder(tmp_path / 'data')
+    cache = str(tmp_path / 'cache')
+    first = input_pipeline.load_split(f'folder:{root}', 'train', cache_dir=cache)
+    assert len(os.listdir(cache)) == 1
+    decode = input_pipeline._decode_split
+    monkeypatch.setattr(input_pipeline, '_decode_split', lambda *a: pytest.fail('decoded again'))
+    again = input_pipeline.load_split(f'folder:{root}', 'train', cache_dir=cache)
+    assert np.array_equal(first.images, again.images) and np.array_equal(first.labels, again.labels)
+    monkeypatch.setattr(input_pipeline, '_decode_split', decode)
+    write_image_folder(tmp_path / 'data', classes=('a',), per_class=1, seed=9)  # rewrites a/0.png
+    changed = input_pipeline.load_split(f'folder:{root}', 'train', cache_dir=cache)
+    assert len(os.listdir(cache)) == 2 and not np.array_equal(changed.images, first.images)
