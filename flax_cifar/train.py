@@ -19,7 +19,8 @@ from flax.training import train_state
 from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
-from flax_cifar import checkpointing, input_pipeline, metric_writers, models, optim, validation
+from flax_cifar import (checkpointing, input_pipeline, metric_writers, models, optim, plots,
+                        validation)
 
 # Independent random streams, each folded with the step or epoch it serves.
 INIT_STREAM, EPOCH_ORDER_STREAM, AUGMENT_STREAM, DROPOUT_STREAM = range(4)
@@ -263,4 +264,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     finally:
         checkpoints.close()
         writer.close()
+    if is_chief and (curves := plots.plot_curves(workdir)):
+        say(f'Curves: {curves}')
     return state

@@ -30,6 +30,16 @@ def write_image_folder(root, splits=('train', 'test'), classes=('a', 'b'), per_c
     return str(root)
 
 
+def rgb_folder(root, train_per_class, test_per_class=10):
+    """'folder:root' with classes r, g, b, each bright in its own channel under noise: a
+    small dataset with real signal."""
+    write_image_folder(root, splits=('train',), classes=('r', 'g', 'b'),
+                       per_class=train_per_class, seed=1)
+    write_image_folder(root, splits=('test',), classes=('r', 'g', 'b'),
+                       per_class=test_per_class, seed=2)
+    return f'folder:{root}'
+
+
 @pytest.fixture
 def image_folder(tmp_path):
     return write_image_folder(tmp_path / 'data')

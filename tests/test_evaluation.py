@@ -4,18 +4,16 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from conftest import write_image_folder
-from flax_cifar import evaluation, metric_writers, train
+from conftest import rgb_folder, write_image_folder
+from flax_cifar import evaluation, metric_writers, plots, train
 from flax_cifar.errors import InputError
 
 
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp('data')
-    write_image_folder(root, splits=('train',), classes=('r', 'g', 'b'), per_class=32, seed=1)
-    write_image_folder(root, splits=('test',), classes=('r', 'g', 'b'), per_class=10, seed=2)
     config = smoke.get_config()
-    config.dataset = f'folder:{root}'
+    config.dataset = rgb_folder(root, train_per_class=32)
     config.num_epochs = 4
     workdir = str(tmp_path_factory.mktemp('workdir'))
     train.train_and_evaluate(config, workdir)
@@ -65,3 +63,11 @@ def test_predict_names_a_bad_file(trained, tmp_path):
 def test_workdir_without_checkpoints_is_named(tmp_path):
     with pytest.raises(InputError, match='no checkpoints in'):
         evaluation.evaluate_checkpoint(str(tmp_path))
+
+
+def test_training_writes_curves_and_they_can_be_redrawn(trained):
+    workdir, _ = trained
+    path = os.path.join(workdir, 'curves.png')
+    assert os.path.getsize(path) > 10_000
+    os.remove(path)
+    assert plots.plot_curves(workdir) == f'{workdir}/curves.png' and os.path.exists(path)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from conftest import write_image_folder
+from conftest import rgb_folder
 from flax_cifar import checkpointing, evaluation, metric_writers, train, validation
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,10 +28,7 @@ def config_for(dataset, **overrides):
 
 @pytest.fixture(scope='module')
 def folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp('data')
-    write_image_folder(root, splits=('train',), classes=('r', 'g', 'b'), per_class=200, seed=1)
-    write_image_folder(root, splits=('test',), classes=('r', 'g', 'b'), per_class=10, seed=2)
-    return f'folder:{root}'
+    return rgb_folder(tmp_path_factory.mktemp('data'), train_per_class=200)
 
 
 # 600 images / batch 8 = 75 steps an epoch.

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from conftest import write_image_folder
+from conftest import rgb_folder
 from flax_cifar import evaluation, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -18,10 +18,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope='module')
 def folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp('data')
-    write_image_folder(root, splits=('train',), classes=('r', 'g', 'b'), per_class=16, seed=1)
-    write_image_folder(root, splits=('test',), classes=('r', 'g', 'b'), per_class=4, seed=2)
-    return f'folder:{root}'
+    return rgb_folder(tmp_path_factory.mktemp('data'), train_per_class=16, test_per_class=4)
 
 
 def run_main(folder, workdir, devices=1, extra=(), wait=True):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from conftest import write_image_folder
+from conftest import rgb_folder
 from flax_cifar import optim, train
 
 
@@ -48,8 +48,9 @@ def test_jitted_train_step_updates_params_stats_and_step():
 def test_dropout_key_depends_on_the_step():
     config = tiny_config()
     state = make_state(config)
-    a, _ = train.train_step(state, random_batch(), jax.random.key(1))
-    b, _ = train.train_step(state.replace(step=5), random_batch(), jax.random.key(1))
+    step = jax.jit(train.train_step)
+    a, _ = step(state, random_batch(), jax.random.key(1))
+    b, _ = step(state.replace(step=5), random_batch(), jax.random.key(1))
     assert not np.allclose(a.params['classifier']['kernel'], b.params['classifier']['kernel'])
 
 
@@ -81,11 +82,7 @@ def test_unknown_schedule_is_named():
 
 @pytest.fixture(scope='module')
 def learnable_folder(tmp_path_factory):
-    # Three classes, each bright in its own colour channel under noise: real signal.
-    root = tmp_path_factory.mktemp('data')
-    write_image_folder(root, splits=('train',), classes=('r', 'g', 'b'), per_class=32, seed=1)
-    write_image_folder(root, splits=('test',), classes=('r', 'g', 'b'), per_class=10, seed=2)
-    return f'folder:{root}'
+    return rgb_folder(tmp_path_factory.mktemp('data'), train_per_class=32)
 
 
 def read_metrics(workdir):

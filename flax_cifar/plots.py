@@ -1,0 +1,52 @@
+"""Training curves from a workdir's metrics.jsonl: `python -m flax_cifar.plots WORKDIR`.
+
+Writes `curves.png` (loss, accuracy and learning rate per epoch) into the workdir; training
+also does this at its end.
+"""
+import sys
+
+import matplotlib
+import tensorflow as tf
+
+matplotlib.use('Agg')  # files only; no display on training machines
+import matplotlib.pyplot as plt  # noqa: E402
+
+from flax_cifar import metric_writers  # noqa: E402
+
+
+def plot_curves(workdir: str) -> str | None:
+    """Writes <workdir>/curves.png from <workdir>/metrics.jsonl; its path, or None if there
+    is no finished epoch to plot."""
+    path = f'{workdir}/metrics.jsonl'
+    records = metric_writers.read_records(path) if tf.io.gfile.exists(path) else []
+    if not records:
+        return None
+    epochs = [r['epoch'] + 1 for r in records]
+    fig, (loss, accuracy, rate) = plt.subplots(1, 3, figsize=(15, 4))
+    for split in ('train', 'test'):
+        loss.plot(epochs, [r[f'{split}_loss'] for r in records], 'o-', label=split)
+        accuracy.plot(epochs, [100 * r[f'{split}_accuracy'] for r in records], 'o-', label=split)
+    best = max(records, key=lambda r: r['test_accuracy'])
+    accuracy.annotate(f"{100 * best['test_accuracy']:.2f}%",
+                      (best['epoch'] + 1, 100 * best['test_accuracy']),
+                      textcoords='offset points', xytext=(0, 8), ha='center')
+    rate.plot(epochs, [r['learning_rate'] for r in records], 'o-')
+    for axis, title in ((loss, 'loss'), (accuracy, 'accuracy (%)'),
+                        (rate, 'learning rate at epoch end')):
+        axis.set_title(title)
+        axis.set_xlabel('epoch')
+        axis.grid(alpha=0.3)
+    loss.legend()
+    accuracy.legend()
+    fig.tight_layout()
+    path = f'{workdir}/curves.png'
+    with tf.io.gfile.GFile(path, 'wb') as f:  # local or gs://
+        fig.savefig(f, format='png', dpi=110)
+    plt.close(fig)
+    return path
+
+
+if __name__ == '__main__':
+    if len(sys.argv) != 2:
+        sys.exit('usage: python -m flax_cifar.plots WORKDIR')
+    print(plot_curves(sys.argv[1]) or f'{sys.argv[1]}: no finished epoch in metrics.jsonl')
