@@ -38,7 +38,9 @@ def create_model(config: ml_collections.ConfigDict, num_classes: int = 10):
 
 def create_train_state(rng: jax.Array, model, tx: optax.GradientTransformation,
                        image_shape=input_pipeline.IMAGE_SHAPE) -> TrainState:
-    variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+    # Jitted: run op by op, init compiles every layer's ops one at a time (same values).
+    init = jax.jit(functools.partial(model.init, train=False))
+    variables = init(rng, jnp.zeros((1, *image_shape), jnp.float32))
     return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
                              batch_stats=variables.get('batch_stats', {}))
 

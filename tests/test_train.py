@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 import shutil
 
@@ -134,3 +135,17 @@ def test_finished_run_is_not_retrained(learnable_folder, tmp_path, capsys):
     assert int(second.step) == 4
     assert jax.tree.all(jax.tree.map(np.array_equal, first.params, second.params))
     assert 'Nothing to do' in capsys.readouterr().out
+
+
+def test_train_and_eval_steps_compile_once_for_a_whole_run(learnable_folder, tmp_path, caplog):
+    config = tiny_config(dataset=learnable_folder, num_epochs=3)
+    jax.config.update('jax_log_compiles', True)
+    try:
+        with caplog.at_level(logging.WARNING):
+            train.train_and_evaluate(config, str(tmp_path))
+    finally:
+        jax.config.update('jax_log_compiles', False)
+    compiled = [r.getMessage() for r in caplog.records if r.getMessage().startswith('Compiling')]
+    # 36 train steps and 3 evaluations of 5 batches each, one compilation of each step.
+    assert sum('train_fn' in m for m in compiled) == 1
+    assert sum('_eval_batch' in m for m in compiled) == 1
