@@ -4,6 +4,7 @@ The data live on the device. Every random choice (init, epoch order, crops, flip
 is a function of (config.seed, step), so a resumed run retraces the uninterrupted one.
 """
 import contextlib
+import dataclasses
 import functools
 import signal
 import threading
@@ -171,28 +172,107 @@ class EpochSums:
         return {'loss': self.loss, 'correct': self.correct, 'count': self.count}
 
 
+def plan_steps(config: ml_collections.ConfigDict, num_examples: int) -> tuple[int, int]:
+    """(steps per epoch, total steps): full batches only; num_train_steps > 0 overrides."""
+    steps_per_epoch = num_examples // config.batch_size
+    if steps_per_epoch == 0:
+        raise validation.ConfigError(f'config.batch_size={config.batch_size} is larger than '
+                                     f'the {num_examples} training images')
+    total_steps = (config.num_train_steps if config.num_train_steps > 0
+                   else config.num_epochs * steps_per_epoch)
+    return steps_per_epoch, total_steps
+
+
+@dataclasses.dataclass
+class Run:
+    """What one training run holds fixed: config, data on device, step function, outputs."""
+    config: ml_collections.ConfigDict
+    workdir: str
+    data: tuple  # train images, train labels, test images, test labels (device arrays)
+    train_fn: Any
+    learning_rate_fn: optax.Schedule
+    checkpoints: checkpointing.Checkpoints
+    writer: metric_writers.MetricWriter
+    meta: dict  # saved with every checkpoint
+    steps_per_epoch: int
+    total_steps: int
+    is_chief: bool
+
+    def say(self, *args):
+        if self.is_chief:
+            print(*args, flush=True)
+
+    def save(self, step: int, state, sums: EpochSums, test_accuracy: float | None = None):
+        self.checkpoints.save(step, state, {**self.meta, 'epoch_sums': sums.as_dict()},
+                              test_accuracy)
+
+    def train_epoch(self, state, step: int, epoch: int, sums: EpochSums, preempted):
+        """Trains from `step` to the epoch's end; saves and raises Preempted on SIGTERM."""
+        config, (images, labels, _, _) = self.config, self.data
+        order = epoch_order(config.seed, epoch, len(labels))
+        first = step - epoch * self.steps_per_epoch
+        last = min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
+        self.say(f'\nEPOCH: {epoch}')
+        bar = tqdm(range(first, last), disable=not self.is_chief, initial=first, total=last)
+        pending = []
+        for index in bar:
+            state, metrics = self.train_fn(state, images, labels, order, index)
+            step += 1
+            pending.append(metrics)
+            stopping = preempted() and index < last - 1  # at the epoch's end: after the test
+            checkpoint_due = (config.checkpoint_every_steps > 0 and index < last - 1
+                              and step % config.checkpoint_every_steps == 0)
+            if (len(pending) == config.log_every_steps or index == last - 1
+                    or checkpoint_due or stopping):
+                # Waits for these steps only: later ones are not dispatched yet. Raises on a
+                # non-finite loss before anything after it is saved.
+                sums.add(jax.device_get(pending), step - len(pending) + 1)
+                pending = []
+                loss = float(metrics['loss'])
+                bar.set_description(f'Loss={loss} Batch_id={index} '
+                                    f'Accuracy={100 * sums.correct / sums.count:.2f}')
+                self.writer.write_scalars(step, {'train/loss': loss, 'train/learning_rate':
+                                                 self.learning_rate_fn(step - 1)})
+            if checkpoint_due or stopping:
+                self.save(step, state, sums)
+            if stopping:
+                self.checkpoints.wait_until_finished()
+                self.say(f'\nSIGTERM: saved a checkpoint at step {step}; run the same '
+                         f'command to resume.')
+                raise Preempted(step)
+        bar.close()
+        return state, step
+
+    def end_epoch(self, state, step: int, epoch: int, sums: EpochSums, seconds: float):
+        """Tests, prints the seed's test line, logs the epoch and checkpoints it."""
+        _, _, test_images, test_labels = self.data
+        result = evaluate(state, test_images, test_labels, self.config.eval_batch_size)
+        self.say(f"\nTest set: Average loss: {result['loss']:.4f}, Accuracy: "
+                 f"{result['correct']}/{result['count']} ({100 * result['accuracy']:.2f}%)")
+        self.writer.write_epoch({
+            'epoch': epoch, 'step': step, 'epoch_time_s': seconds,
+            'learning_rate': float(self.learning_rate_fn(step - 1)),
+            'train_loss': sums.loss / max(sums.count, 1),
+            'train_accuracy': sums.correct / max(sums.count, 1),
+            'test_loss': result['loss'], 'test_accuracy': result['accuracy']})
+        self.save(step, state, sums, result['accuracy'])
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     """Train `config` in `workdir`, resuming from its newest intact checkpoint."""
     validation.validate_config(config)
-    is_chief = jax.process_index() == 0
-    say = print if is_chief else (lambda *a, **k: None)
     mesh = jax.make_mesh((jax.device_count(),), ('data',),
                          axis_types=(jax.sharding.AxisType.Auto,))
     replicated, batch_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
-
     train, test = (input_pipeline.load_split(config.dataset, split, config.data_dir,
                                              config.data_cache_dir) for split in ('train', 'test'))
     class_names = input_pipeline.class_names(config.dataset, config.data_dir)
-    steps_per_epoch = len(train.labels) // config.batch_size
-    if steps_per_epoch == 0:
-        raise validation.ConfigError(f'config.batch_size={config.batch_size} is larger than '
-                                     f'the {len(train.labels)} training images')
-    total_steps = (config.num_train_steps if config.num_train_steps > 0
-                   else config.num_epochs * steps_per_epoch)
-    num_epochs = -(-total_steps // steps_per_epoch)
+    steps_per_epoch, total_steps = plan_steps(config, len(train.labels))
 
+    is_chief = jax.process_index() == 0
     model = create_model(config, len(class_names))
-    say(models.summarize(model))
+    if is_chief:
+        print(models.summarize(model))
     learning_rate_fn = optim.create_learning_rate_fn(config, total_steps)
     state = create_train_state(
         jax.random.fold_in(jax.random.key(config.seed), INIT_STREAM), model,
@@ -202,70 +282,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     checkpoints = checkpointing.Checkpoints(workdir, config.max_checkpoints_to_keep)
     state, saved_meta = checkpoints.restore_latest_intact(state, meta['architecture'])
     step = int(state.step)
-    if saved_meta:
-        say(f'Resuming from the checkpoint at step {step} in {checkpoints.directory}')
+    run = Run(config, workdir,
+              jax.device_put((train.images, train.labels, test.images, test.labels), replicated),
+              make_train_fn(config, batch_sharding), learning_rate_fn, checkpoints,
+              metric_writers.MetricWriter(workdir, enabled=is_chief, resume_step=step),
+              meta, steps_per_epoch, total_steps, is_chief)
     state = jax.device_put(state, replicated)
-    train_images, train_labels, test_images, test_labels = jax.device_put(
-        (train.images, train.labels, test.images, test.labels), replicated)
-    writer = metric_writers.MetricWriter(workdir, enabled=is_chief, resume_step=step)
-    train_fn = make_train_fn(config, batch_sharding)
     sums = EpochSums(saved_meta and saved_meta['epoch_sums'])
-
-    def save(test_accuracy=None):
-        checkpoints.save(step, state, {**meta, 'epoch_sums': sums.as_dict()}, test_accuracy)
-
+    if saved_meta:
+        run.say(f'Resuming from the checkpoint at step {step} in {checkpoints.directory}')
     if step >= total_steps:
-        say(f'Nothing to do: the checkpoint in {workdir} is at step {step} of {total_steps}.')
+        run.say(f'Nothing to do: the checkpoint in {workdir} is at step {step} of {total_steps}.')
     try:
         with sigterm_received() as preempted:
-            for epoch in range(step // steps_per_epoch, num_epochs):
-                order = epoch_order(config.seed, epoch, len(train.labels))
-                first = step - epoch * steps_per_epoch
-                last = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
-                say(f'\nEPOCH: {epoch}')
-                bar = tqdm(range(first, last), disable=not is_chief, initial=first, total=last)
-                epoch_start, pending = time.time(), []
-                for index in bar:
-                    state, metrics = train_fn(state, train_images, train_labels, order, index)
-                    step += 1
-                    pending.append(metrics)
-                    checkpoint_due = (config.checkpoint_every_steps > 0 and index < last - 1
-                                      and step % config.checkpoint_every_steps == 0)
-                    if (len(pending) == config.log_every_steps or index == last - 1
-                            or checkpoint_due or preempted()):
-                        # Waits for these steps only: later ones are not dispatched yet.
-                        sums.add(jax.device_get(pending), step - len(pending) + 1)
-                        pending = []
-                        bar.set_description(f'Loss={float(metrics["loss"])} Batch_id={index} '
-                                            f'Accuracy={100 * sums.correct / sums.count:.2f}')
-                        writer.write_scalars(step, {'train/loss': float(metrics['loss']),
-                                                    'train/learning_rate': learning_rate_fn(step - 1)})
-                    if checkpoint_due or (preempted() and index < last - 1):
-                        save()
-                    if preempted() and index < last - 1:
-                        checkpoints.wait_until_finished()
-                        say(f'\nSIGTERM: saved a checkpoint at step {step}; run the same '
-                            f'command to resume.')
-                        raise Preempted(step)
-                bar.close()
-                epoch_time = time.time() - epoch_start
-                result = evaluate(state, test_images, test_labels, config.eval_batch_size)
-                say(f"\nTest set: Average loss: {result['loss']:.4f}, Accuracy: "
-                    f"{result['correct']}/{result['count']} ({100 * result['accuracy']:.2f}%)")
-                record = {'epoch': epoch, 'step': step, 'epoch_time_s': epoch_time,
-                          'learning_rate': float(learning_rate_fn(step - 1)),
-                          'train_loss': sums.loss / max(sums.count, 1),
-                          'train_accuracy': sums.correct / max(sums.count, 1),
-                          'test_loss': result['loss'], 'test_accuracy': result['accuracy']}
-                writer.write_epoch(record)
+            for epoch in range(step // steps_per_epoch, -(-total_steps // steps_per_epoch)):
+                epoch_start = time.time()
+                state, step = run.train_epoch(state, step, epoch, sums, preempted)
+                run.end_epoch(state, step, epoch, sums, time.time() - epoch_start)
                 sums = EpochSums()
-                save(result['accuracy'])
                 if preempted():
                     checkpoints.wait_until_finished()
                     raise Preempted(step)
     finally:
         checkpoints.close()
-        writer.close()
+        run.writer.close()
     if is_chief and (curves := plots.plot_curves(workdir)):
-        say(f'Curves: {curves}')
+        print(f'Curves: {curves}')
     return state
