@@ -4,7 +4,9 @@ Run:
   python main.py --config configs/default.py
   python main.py --config configs/default.py --config.dataset=folder:../shared/data/cifar10-jpeg
 
-Expected result: see the README's results table (measured runs, with command and hardware).
+Expected result: 15 epochs not measured yet. With --config.num_epochs=2 (the one-cycle
+schedule squeezed into 2 epochs): 71.49% test accuracy, 23.9 min on one core of a 2-core
+x86-64 CPU with jax 0.12, on the JPEG q75 copy of CIFAR-10 (seed 0).
 """
 import ml_collections
 

@@ -239,3 +239,13 @@ def test_command_line_error_is_one_line_and_writes_nothing(tmp_path):
         'error: config.batch_size=0 must be a positive integer')
     assert 'Traceback' not in result.stderr
     assert not workdir.exists()
+
+
+def test_keeps_the_latest_few_and_the_best_by_test_accuracy(tmp_path):
+    checkpoints = checkpointing.Checkpoints(str(tmp_path), keep=2)
+    state = {'w': np.zeros(3, np.float32)}
+    for step, accuracy in enumerate([0.2, 0.9, 0.3, None, 0.4, 0.5], start=1):
+        checkpoints.save(step, state, {'epoch_sums': {}}, accuracy)
+    checkpoints.close()
+    assert steps_in(tmp_path) == [2, 5, 6]  # 2 is the best; 5 and 6 the latest two
+    assert checkpointing.Checkpoints(str(tmp_path), read_only=True).best_step() == 2
