@@ -39,16 +39,17 @@ def restore_for_inference(workdir: str, which: str = 'best'):
 
 
 @jax.jit
-def _predict_batch(state, images):
+def _log_probabilities(state, images):
     logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
                             input_pipeline.normalize(images), train=False)
-    return jax.nn.softmax(logits)
+    return jax.nn.log_softmax(logits)
 
 
-def predict_probabilities(state, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-    """Class probabilities for uint8 NHWC images."""
-    return np.concatenate([np.asarray(_predict_batch(state, jnp.asarray(images[i:i + batch_size])))
-                           for i in range(0, len(images), batch_size)])
+def predict_log_probabilities(state, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    """Log class probabilities for uint8 NHWC images."""
+    return np.concatenate([
+        np.asarray(_log_probabilities(state, jnp.asarray(images[i:i + batch_size])))
+        for i in range(0, len(images), batch_size)])
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
@@ -95,10 +96,13 @@ def evaluate_checkpoint(workdir: str, which: str = 'best', dataset: str | None =
     dataset = dataset or config.dataset
     test = input_pipeline.load_split(dataset, 'test', config.data_dir,
                                      config.get('data_cache_dir'))
-    result = train.evaluate(state, jnp.asarray(test.images), jnp.asarray(test.labels),
-                            config.eval_batch_size)
-    predictions = predict_probabilities(state, test.images).argmax(-1)
-    matrix = confusion_matrix(test.labels, predictions, len(class_names))
+    # One forward pass gives the loss, the accuracy and the confusion matrix.
+    log_probabilities = predict_log_probabilities(state, test.images, config.eval_batch_size)
+    matrix = confusion_matrix(test.labels, log_probabilities.argmax(-1), len(class_names))
+    count = len(test.labels)
+    result = {'loss': float(-log_probabilities[np.arange(count), test.labels].mean()),
+              'correct': int(np.trace(matrix)), 'count': count,
+              'accuracy': float(np.trace(matrix)) / count}
     print(f'{which} checkpoint: step {step} of {workdir}')
     print(f"Test set: Average loss: {result['loss']:.4f}, Accuracy: "
           f"{result['correct']}/{result['count']} ({100 * result['accuracy']:.2f}%)")
@@ -128,6 +132,6 @@ def predict_files(workdir: str, paths: list[str], which: str = 'best') -> list[t
     """(path, class name, probability) per image file, from the workdir's checkpoint."""
     state, _, class_names, _ = restore_for_inference(workdir, which)
     images = np.stack([load_image(p) for p in paths])
-    probabilities = predict_probabilities(state, images)
+    probabilities = np.exp(predict_log_probabilities(state, images))
     return [(path, class_names[int(p.argmax())], float(p.max()))
             for path, p in zip(paths, probabilities)]

@@ -71,7 +71,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
 
 def architecture(config: ml_collections.ConfigDict) -> dict:
     """The part of `config` that fixes parameter shapes, as plain JSON-able values."""
-    plain = config.to_dict() if hasattr(config, 'to_dict') else dict(config)
+    plain = config.to_dict()
     return _jsonable({name: plain[name] for name in ARCHITECTURE_FIELDS})
 
 
