@@ -38,6 +38,8 @@ def get_config() -> ml_collections.ConfigDict:
     # Optimization.
     config.batch_size = 128            # global batch, split over all devices
     config.eval_batch_size = 1000      # test-set batch; the last partial batch is masked
+    # Test-time augmentation: average the logits of each test image and of its mirror image.
+    config.eval_flip = True
     config.num_epochs = 15
     config.num_train_steps = -1        # -1: num_epochs of full batches; >0: stop after these
     config.learning_rate = 0.2         # peak learning rate of the schedule
@@ -51,6 +53,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.label_smoothing = 0.1       # 0 for plain cross-entropy
 
     # Devices and hosts.
+    # The training split is cut into this many equal shards; each process loads only its
+    # own and every batch takes batch_size / data_shards images from each. The data order is
+    # a function of (seed, data_shards): fix it (a multiple of the process count) to get the
+    # same run on any number of hosts. 0: one shard per process.
+    config.data_shards = 0
     config.half_precision = False      # bfloat16 activations and matmuls; float32 params
     config.distributed = ml_collections.ConfigDict(dict(
         # 'host:port' of process 0; None: a single process, or a TPU pod (found by JAX).

@@ -2,8 +2,9 @@
 
 On a Cloud TPU pod slice JAX finds the coordinator itself; elsewhere (GPU clusters, CPU
 tests) the config names it. Every process then runs the same program: the train state is
-replicated, each global batch is sharded over all devices of all hosts, only process 0
-prints and writes logs, and all processes take part in Orbax saves and restores.
+replicated, each process loads only its own data shards (see data_parallel.py), each global
+batch is sharded over all devices of all hosts, only process 0 prints and writes logs, and
+all processes take part in Orbax saves and restores.
 """
 import os
 

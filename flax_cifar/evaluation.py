@@ -2,6 +2,7 @@
 
 The checkpoint carries its own config and class names, so a workdir is all it needs.
 """
+import functools
 import os
 
 import jax
@@ -38,17 +39,16 @@ def restore_for_inference(workdir: str, which: str = 'best'):
     return state, config, class_names, step
 
 
-@jax.jit
-def _log_probabilities(state, images):
-    logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
-                            input_pipeline.normalize(images), train=False)
-    return jax.nn.log_softmax(logits)
+@functools.partial(jax.jit, static_argnames='flip')
+def _log_probabilities(state, images, flip):
+    return jax.nn.log_softmax(train.predict_logits(state, input_pipeline.normalize(images), flip))
 
 
-def predict_log_probabilities(state, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-    """Log class probabilities for uint8 NHWC images."""
+def predict_log_probabilities(state, images: np.ndarray, batch_size: int = 1000,
+                              flip: bool = False) -> np.ndarray:
+    """Log class probabilities for uint8 NHWC images (flip: test-time flip averaging)."""
     return np.concatenate([
-        np.asarray(_log_probabilities(state, jnp.asarray(images[i:i + batch_size])))
+        np.asarray(_log_probabilities(state, jnp.asarray(images[i:i + batch_size]), flip))
         for i in range(0, len(images), batch_size)])
 
 
@@ -96,8 +96,12 @@ def evaluate_checkpoint(workdir: str, which: str = 'best', dataset: str | None =
     dataset = dataset or config.dataset
     test = input_pipeline.load_split(dataset, 'test', config.data_dir,
                                      config.get('data_cache_dir'))
-    # One forward pass gives the loss, the accuracy and the confusion matrix.
-    log_probabilities = predict_log_probabilities(state, test.images, config.eval_batch_size)
+    # One pass gives the loss, the accuracy and the confusion matrix; the other setting of
+    # test-time flipping is reported beside it, as its effect on this checkpoint.
+    flip = bool(config.get('eval_flip', False))
+    log_probabilities, other = (
+        predict_log_probabilities(state, test.images, config.eval_batch_size, f)
+        for f in (flip, not flip))
     matrix = confusion_matrix(test.labels, log_probabilities.argmax(-1), len(class_names))
     count = len(test.labels)
     result = {'loss': float(-log_probabilities[np.arange(count), test.labels].mean()),
@@ -106,12 +110,16 @@ def evaluate_checkpoint(workdir: str, which: str = 'best', dataset: str | None =
     print(f'{which} checkpoint: step {step} of {workdir}')
     print(f"Test set: Average loss: {result['loss']:.4f}, Accuracy: "
           f"{result['correct']}/{result['count']} ({100 * result['accuracy']:.2f}%)")
+    other_accuracy = float(np.mean(other.argmax(-1) == test.labels))
+    print(f"Test-time flip {'on' if flip else 'off'} (config.eval_flip); "
+          f"{'off' if flip else 'on'}: {100 * other_accuracy:.2f}%")
     print(format_report(matrix, class_names))
     path = os.path.join(workdir, f'confusion_matrix_step{step}.png')
     plot_confusion_matrix(matrix, class_names, path,
                           f"step {step}: {100 * result['accuracy']:.2f}% on {dataset}")
     print(f'Confusion matrix plot: {path}')
-    return {**result, 'step': step, 'confusion_matrix': matrix,
+    return {**result, 'step': step, 'confusion_matrix': matrix, 'eval_flip': flip,
+            'other_flip_accuracy': other_accuracy,
             'per_class_accuracy': matrix.diagonal() / np.maximum(matrix.sum(1), 1)}
 
 
@@ -130,8 +138,9 @@ def load_image(path: str) -> np.ndarray:
 
 def predict_files(workdir: str, paths: list[str], which: str = 'best') -> list[tuple]:
     """(path, class name, probability) per image file, from the workdir's checkpoint."""
-    state, _, class_names, _ = restore_for_inference(workdir, which)
+    state, config, class_names, _ = restore_for_inference(workdir, which)
     images = np.stack([load_image(p) for p in paths])
-    probabilities = np.exp(predict_log_probabilities(state, images))
+    probabilities = np.exp(predict_log_probabilities(state, images,
+                                                     flip=bool(config.get('eval_flip', False))))
     return [(path, class_names[int(p.argmax())], float(p.max()))
             for path, p in zip(paths, probabilities)]

@@ -83,7 +83,6 @@ def _builder(dataset: str, data_dir: str | None):
     root = _folder_root(dataset)
     if root is not None:
         _check_folder_layout(root)
-        # Grayscale and RGBA files are decoded to RGB (channels=3), as documented.
         return tfds.folder_dataset.ImageFolder(root, shape=IMAGE_SHAPE)
     builder = tfds.builder(dataset, data_dir=data_dir)
     try:
@@ -102,9 +101,11 @@ def default_cache_dir() -> str:
                         'flax_cifar')
 
 
-def _folder_digest(root: str, split: str) -> str:
+def _folder_digest(root: str, split: str, rows: tuple[int, int] | None) -> str:
     """Changes when any image of the split is added, removed, renamed or rewritten."""
-    digest = hashlib.sha256(f'{os.path.abspath(root)}\0{split}'.encode())
+    digest = hashlib.sha256(f'{os.path.abspath(root)}\0{split}\0{rows}'.encode())
+    if rows is None:  # the key of whole splits, as cached by earlier versions
+        digest = hashlib.sha256(f'{os.path.abspath(root)}\0{split}'.encode())
     split_dir = os.path.join(root, split)
     for label in sorted(os.listdir(split_dir)):
         class_dir = os.path.join(split_dir, label)
@@ -117,27 +118,44 @@ def _folder_digest(root: str, split: str) -> str:
     return digest.hexdigest()[:32]
 
 
-def load_split(dataset: str, split: str, data_dir: str | None = None,
-               cache_dir: str | None = '') -> Split:
-    """The whole `split` of `dataset` ('cifar10', or 'folder:/path') as uint8 arrays.
-
-    Folder datasets are decoded once and kept as .npz in `cache_dir` (None: the default
-    cache directory; '': no cache), keyed by every file's name, size and mtime: decoding
-    60,000 JPEGs takes longer than compiling the step.
-    """
+def _checked_builder(dataset: str, split: str, data_dir: str | None):
     builder = _builder(dataset, data_dir)
-    root = _folder_root(dataset)
-    if root is not None and split not in builder.info.splits:
+    if _folder_root(dataset) is not None and split not in builder.info.splits:
         raise InputError(f'config.dataset={dataset!r} has no {split!r} split; '
                          f'it has {sorted(builder.info.splits)}')
+    return builder
+
+
+def num_examples(dataset: str, split: str, data_dir: str | None = None) -> int:
+    """The size of `split`, known before anything is decoded."""
+    builder = _checked_builder(dataset, split, data_dir)
+    if split in builder.info.splits:
+        return builder.info.splits[split].num_examples
+    # TFDS's mock data (tests) comes without split metadata: count the examples instead.
+    return int(builder.as_dataset(split=split).cardinality())
+
+
+def load_split(dataset: str, split: str, data_dir: str | None = None,
+               cache_dir: str | None = '', rows: tuple[int, int] | None = None) -> Split:
+    """Rows [start, stop) of `split` of `dataset` ('cifar10', or 'folder:/path') as uint8
+    arrays; rows=None: the whole split. Only those rows are read and decoded.
+
+    Folder datasets are decoded once and kept as .npz in `cache_dir` (None: the default
+    cache directory; '': no cache), keyed by every file's name, size and mtime and by
+    `rows`: decoding 60,000 JPEGs takes longer than compiling the step.
+    """
+    builder = _checked_builder(dataset, split, data_dir)
+    if rows is not None and tuple(rows) == (0, num_examples(dataset, split, data_dir)):
+        rows = None  # the whole split: one cache entry however it was asked for
+    root = _folder_root(dataset)
     cache_path = None
     if root is not None and cache_dir != '':
         cache_dir = os.path.expanduser(cache_dir or default_cache_dir())
-        cache_path = os.path.join(cache_dir, f'{split}-{_folder_digest(root, split)}.npz')
+        cache_path = os.path.join(cache_dir, f'{split}-{_folder_digest(root, split, rows)}.npz')
         if os.path.exists(cache_path):
             with np.load(cache_path) as cached:
                 return Split(cached['images'], cached['labels'])
-    split_arrays = _decode_split(builder, dataset, split)
+    split_arrays = _decode_rows(builder, dataset, split, rows)
     if cache_path:
         os.makedirs(cache_dir, exist_ok=True)
         temporary = f'{cache_path}.{os.getpid()}.tmp.npz'
@@ -146,8 +164,30 @@ def load_split(dataset: str, split: str, data_dir: str | None = None,
     return split_arrays
 
 
-def _decode_split(builder, dataset: str, split: str) -> Split:
-    ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+def _folder_rows(builder, split: str, rows: tuple[int, int] | None) -> tf.data.Dataset:
+    """(image, label) of ImageFolder's rows [start, stop), decoding only those files.
+
+    ImageFolder has no subsplit API ('train[a:b]'), and skipping in its dataset would still
+    decode the skipped images; its example list (in its own fixed, shuffled order) is the
+    one source of the row order, so that is what is sliced here.
+    """
+    examples = builder._split_examples[split][slice(*rows) if rows else slice(None)]
+    label_names = builder.info.features['label']
+    ds = tf.data.Dataset.from_tensor_slices(
+        ([e.image_path for e in examples],
+         np.array([label_names.str2int(e.label) for e in examples], np.int64)))
+    # Grayscale and RGBA files are decoded to RGB (channels=3), as documented.
+    return ds.map(lambda path, label: (tf.io.decode_image(tf.io.read_file(path), channels=3,
+                                                          expand_animations=False), label),
+                  num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _decode_rows(builder, dataset: str, split: str, rows: tuple[int, int] | None) -> Split:
+    if _folder_root(dataset) is not None:
+        ds = _folder_rows(builder, split, rows)
+    else:
+        subsplit = f'{split}[{rows[0]}:{rows[1]}]' if rows else split
+        ds = builder.as_dataset(split=subsplit, as_supervised=True, shuffle_files=False)
     images, labels = [], []
     try:
         for image, label in tfds.as_numpy(ds.batch(4096)):
@@ -158,6 +198,8 @@ def _decode_split(builder, dataset: str, split: str) -> Split:
         if culprit:
             raise InputError(f'config.dataset: {culprit}') from None
         raise
+    if not images:
+        return Split(np.zeros((0, *IMAGE_SHAPE), np.uint8), np.zeros((0,), np.int32))
     return Split(np.concatenate(images).astype(np.uint8),
                  np.concatenate(labels).astype(np.int32))
 

@@ -9,7 +9,7 @@ import functools
 import signal
 import threading
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -17,11 +17,11 @@ import ml_collections
 import numpy as np
 import optax
 from flax.training import train_state
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
-from flax_cifar import (checkpointing, input_pipeline, metric_writers, models, optim, plots,
-                        validation)
+from flax_cifar import (checkpointing, data_parallel, input_pipeline, metric_writers, models,
+                        optim, plots, validation)
 
 # Independent random streams, each folded with the step or epoch it serves.
 INIT_STREAM, EPOCH_ORDER_STREAM, AUGMENT_STREAM, DROPOUT_STREAM = range(4)
@@ -70,10 +70,19 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, label_smoothing: 
     return state, metrics
 
 
-def eval_step(state: TrainState, batch: dict):
+def predict_logits(state: TrainState, images: jax.Array, flip: bool = False) -> jax.Array:
+    """Logits of normalized images; flip=True averages each image's with its mirror image's
+    (test-time augmentation: the network was trained on both)."""
+    variables = {'params': state.params, 'batch_stats': state.batch_stats}
+    logits = state.apply_fn(variables, images, train=False)
+    if flip:
+        logits = (logits + state.apply_fn(variables, images[:, :, ::-1], train=False)) / 2
+    return logits
+
+
+def eval_step(state: TrainState, batch: dict, flip: bool = False):
     """Summed loss and correct count over the examples whose `mask` is true."""
-    logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
-                            batch['image'], train=False)
+    logits = predict_logits(state, batch['image'], flip)
     mask = batch['mask']
     loss = cross_entropy(logits, batch['label'])
     return {'loss_sum': jnp.sum(jnp.where(mask, loss, 0.0)),
@@ -81,51 +90,76 @@ def eval_step(state: TrainState, batch: dict):
             'count': jnp.sum(mask)}
 
 
-def epoch_order(seed: int, epoch: int, num_examples: int) -> jax.Array:
-    """The training-set permutation of one epoch: a function of (seed, epoch) alone."""
+def epoch_order(seed: int, epoch: int, num_examples: int, shards: int = 1) -> np.ndarray:
+    """(shards, shard length) local row orders of one epoch: a function of (seed, epoch)."""
     rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), EPOCH_ORDER_STREAM), epoch)
-    return jax.random.permutation(rng, num_examples)
+    return data_parallel.epoch_order(rng, num_examples, shards)
 
 
-def make_train_fn(config: ml_collections.ConfigDict, batch_sharding: NamedSharding):
-    """Jitted: gather batch `index` of `order` from the device-resident split, augment, step."""
+def make_train_fn(config: ml_collections.ConfigDict, mesh: Mesh):
+    """Jitted: gather batch `index` from each host's shards, augment, normalize, step."""
     base_rng = jax.random.key(config.seed)
     augment_rng = jax.random.fold_in(base_rng, AUGMENT_STREAM)
     dropout_rng = jax.random.fold_in(base_rng, DROPOUT_STREAM)
 
     @functools.partial(jax.jit, donate_argnums=0)
-    def train_fn(state, images, labels, order, index):
-        ids = jax.lax.dynamic_slice_in_dim(order, index * config.batch_size, config.batch_size)
-        batch_images = images[ids]
+    def train_fn(state, images, labels, orders, index):
+        ids = data_parallel.shard_batch_ids(orders, index, config.batch_size // len(orders),
+                                            mesh.shape[data_parallel.HOSTS])
+        batch_images, batch_labels = data_parallel.take_rows(mesh, (images, labels), ids)
         if config.augment:
             batch_images = input_pipeline.random_crop_flip(
                 jax.random.fold_in(augment_rng, state.step), batch_images,
                 config.crop_padding, config.flip)
-        batch = {'image': input_pipeline.normalize(batch_images), 'label': labels[ids]}
-        batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-        return train_step(state, batch, dropout_rng, config.label_smoothing)
+        batch = {'image': input_pipeline.normalize(batch_images), 'label': batch_labels}
+        return train_step(state, data_parallel.split_over_devices(mesh, batch), dropout_rng,
+                          config.label_smoothing)
 
     return train_fn
 
 
-@functools.partial(jax.jit, static_argnames='batch_size')
-def _eval_batch(state, images, labels, index, batch_size):
-    positions = index * batch_size + jnp.arange(batch_size)
-    mask = positions < labels.shape[0]
-    # The last partial batch repeats the final example instead of padding the split; the mask
-    # keeps the repeats out of the sums.
-    ids = jnp.minimum(positions, labels.shape[0] - 1)
-    batch = {'image': input_pipeline.normalize(images[ids]), 'label': labels[ids], 'mask': mask}
-    return eval_step(state, batch)
+class HostSplit(NamedTuple):
+    """An evaluation split, each process's equal share on its own devices."""
+    images: jax.Array  # (processes * rows_per_host, 32, 32, 3) uint8, sharded by host
+    labels: jax.Array
+    valid: jax.Array   # False on the rows that pad a process's share to the longest one
 
 
-def evaluate(state: TrainState, images: jax.Array, labels: jax.Array, batch_size: int) -> dict:
-    """Mean loss and accuracy over a whole device-resident split."""
-    num_batches = -(-labels.shape[0] // batch_size)
-    sums = [_eval_batch(state, images, labels, i, batch_size) for i in range(num_batches)]
-    totals = jax.tree.map(lambda *x: float(np.sum(x)), *jax.device_get(sums))
-    return {'loss': totals['loss_sum'] / totals['count'], 'correct': int(totals['correct']),
-            'count': int(totals['count']), 'accuracy': totals['correct'] / totals['count']}
+def host_split(mesh: Mesh, local: input_pipeline.Split, rows_per_host: int) -> HostSplit:
+    """Pads this process's rows to `rows_per_host` (repeating one) and places them."""
+    pad = rows_per_host - len(local.labels)
+    valid = np.arange(rows_per_host) < len(local.labels)
+    padded = [np.concatenate([x, np.repeat(x[-1:] if len(x) else np.zeros_like(x[:1]), pad, 0)])
+              for x in (local.images, local.labels)]
+    return HostSplit(*(data_parallel.by_host(mesh, x) for x in (*padded, valid)))
+
+
+def make_evaluate(mesh: Mesh, batch_size: int, flip: bool = False):
+    """evaluate(state, split) -> mean loss and accuracy; the batch step compiles once."""
+    hosts = mesh.shape[data_parallel.HOSTS]
+    per_host = -(-batch_size // hosts)
+
+    @jax.jit
+    def eval_fn(state, split: HostSplit, index):
+        rows_per_host = split.labels.shape[0] // hosts
+        positions = index * per_host + jnp.arange(per_host)
+        # The last partial batch repeats the final row instead of padding the split; the mask
+        # keeps the repeats out of the sums.
+        ids = jnp.broadcast_to(jnp.minimum(positions, rows_per_host - 1), (hosts, per_host))
+        images, labels, valid = data_parallel.take_rows(
+            mesh, (split.images, split.labels, split.valid), ids)
+        batch = {'image': input_pipeline.normalize(images), 'label': labels,
+                 'mask': valid & jnp.tile(positions < rows_per_host, hosts)}
+        return eval_step(state, data_parallel.split_over_devices(mesh, batch), flip)
+
+    def evaluate(state: TrainState, split: HostSplit) -> dict:
+        num_batches = -(-split.labels.shape[0] // hosts // per_host)
+        sums = [eval_fn(state, split, i) for i in range(num_batches)]
+        totals = jax.tree.map(lambda *x: float(np.sum(x)), *jax.device_get(sums))
+        return {'loss': totals['loss_sum'] / totals['count'], 'correct': int(totals['correct']),
+                'count': int(totals['count']), 'accuracy': totals['correct'] / totals['count']}
+
+    return evaluate
 
 
 class Preempted(SystemExit):
@@ -172,9 +206,10 @@ class EpochSums:
         return {'loss': self.loss, 'correct': self.correct, 'count': self.count}
 
 
-def plan_steps(config: ml_collections.ConfigDict, num_examples: int) -> tuple[int, int]:
+def plan_steps(config: ml_collections.ConfigDict, num_examples: int,
+               shards: int = 1) -> tuple[int, int]:
     """(steps per epoch, total steps): full batches only; num_train_steps > 0 overrides."""
-    steps_per_epoch = num_examples // config.batch_size
+    steps_per_epoch = (num_examples // shards) // (config.batch_size // shards)
     if steps_per_epoch == 0:
         raise validation.ConfigError(f'config.batch_size={config.batch_size} is larger than '
                                      f'the {num_examples} training images')
@@ -183,13 +218,41 @@ def plan_steps(config: ml_collections.ConfigDict, num_examples: int) -> tuple[in
     return steps_per_epoch, total_steps
 
 
+def load_host_data(config: ml_collections.ConfigDict, mesh: Mesh):
+    """Reads and decodes this process's rows only, and puts them on its devices.
+
+    Returns ((train images, train labels), training examples in all, test HostSplit,
+    class names).
+    """
+    shards = data_parallel.num_shards(config)
+    num_train = input_pipeline.num_examples(config.dataset, 'train', config.data_dir)
+    train_rows = data_parallel.host_rows(num_train, shards)
+    *test_rows, test_rows_per_host = data_parallel.padded_host_rows(
+        input_pipeline.num_examples(config.dataset, 'test', config.data_dir))
+    train, test = (input_pipeline.load_split(config.dataset, split, config.data_dir,
+                                             config.data_cache_dir, rows)
+                   for split, rows in (('train', train_rows), ('test', test_rows)))
+    if jax.process_count() > 1:
+        print(f'Process {jax.process_index()} of {jax.process_count()} holds training rows '
+              f'{train_rows[0]}:{train_rows[1]} and test rows {test_rows[0]}:{test_rows[1]}',
+              flush=True)
+    return ((data_parallel.by_host(mesh, train.images), data_parallel.by_host(mesh, train.labels)),
+            num_train, host_split(mesh, test, test_rows_per_host),
+            input_pipeline.class_names(config.dataset, config.data_dir))
+
+
 @dataclasses.dataclass
 class Run:
     """What one training run holds fixed: config, data on device, step function, outputs."""
     config: ml_collections.ConfigDict
     workdir: str
-    data: tuple  # train images, train labels, test images, test labels (device arrays)
+    mesh: Mesh
+    train: tuple[jax.Array, jax.Array]  # this process's training shards: images, labels
+    num_train_examples: int             # in the whole split, all processes together
+    shards: int
+    test: HostSplit
     train_fn: Any
+    evaluate: Any
     learning_rate_fn: optax.Schedule
     checkpoints: checkpointing.Checkpoints
     writer: metric_writers.MetricWriter
@@ -208,8 +271,9 @@ class Run:
 
     def train_epoch(self, state, step: int, epoch: int, sums: EpochSums, preempted):
         """Trains from `step` to the epoch's end; saves and raises Preempted on SIGTERM."""
-        config, (images, labels, _, _) = self.config, self.data
-        order = epoch_order(config.seed, epoch, len(labels))
+        config, (images, labels) = self.config, self.train
+        order = data_parallel.by_host(self.mesh, data_parallel.host_block(
+            epoch_order(config.seed, epoch, self.num_train_examples, self.shards)))
         first = step - epoch * self.steps_per_epoch
         last = min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
         self.say(f'\nEPOCH: {epoch}')
@@ -245,8 +309,7 @@ class Run:
 
     def end_epoch(self, state, step: int, epoch: int, sums: EpochSums, seconds: float):
         """Tests, prints the seed's test line, logs the epoch and checkpoints it."""
-        _, _, test_images, test_labels = self.data
-        result = evaluate(state, test_images, test_labels, self.config.eval_batch_size)
+        result = self.evaluate(state, self.test)
         self.say(f"\nTest set: Average loss: {result['loss']:.4f}, Accuracy: "
                  f"{result['correct']}/{result['count']} ({100 * result['accuracy']:.2f}%)")
         self.writer.write_epoch({
@@ -258,17 +321,15 @@ class Run:
         self.save(step, state, sums, result['accuracy'])
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-    """Train `config` in `workdir`, resuming from its newest intact checkpoint."""
-    validation.validate_config(config)
-    mesh = jax.make_mesh((jax.device_count(),), ('data',),
-                         axis_types=(jax.sharding.AxisType.Auto,))
-    replicated, batch_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
-    train, test = (input_pipeline.load_split(config.dataset, split, config.data_dir,
-                                             config.data_cache_dir) for split in ('train', 'test'))
-    class_names = input_pipeline.class_names(config.dataset, config.data_dir)
-    steps_per_epoch, total_steps = plan_steps(config, len(train.labels))
+def setup_run(config: ml_collections.ConfigDict, workdir: str):
+    """Everything before the first step: checks, data on device, state (restored if saved).
 
+    Returns (run, state, step, epoch sums so far).
+    """
+    validation.validate_config(config)
+    mesh = data_parallel.create_mesh()
+    train, num_train, test, class_names = load_host_data(config, mesh)
+    steps_per_epoch, total_steps = plan_steps(config, num_train, data_parallel.num_shards(config))
     is_chief = jax.process_index() == 0
     model = create_model(config, len(class_names))
     if is_chief:
@@ -282,15 +343,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     checkpoints = checkpointing.Checkpoints(workdir, config.max_checkpoints_to_keep)
     state, saved_meta = checkpoints.restore_latest_intact(state, meta['architecture'])
     step = int(state.step)
-    run = Run(config, workdir,
-              jax.device_put((train.images, train.labels, test.images, test.labels), replicated),
-              make_train_fn(config, batch_sharding), learning_rate_fn, checkpoints,
+    run = Run(config, workdir, mesh, train, num_train, data_parallel.num_shards(config), test,
+              make_train_fn(config, mesh), make_evaluate(mesh, config.eval_batch_size, config.get('eval_flip', False)),
+              learning_rate_fn, checkpoints,
               metric_writers.MetricWriter(workdir, enabled=is_chief, resume_step=step),
               meta, steps_per_epoch, total_steps, is_chief)
-    state = jax.device_put(state, replicated)
-    sums = EpochSums(saved_meta and saved_meta['epoch_sums'])
     if saved_meta:
         run.say(f'Resuming from the checkpoint at step {step} in {checkpoints.directory}')
+    return (run, jax.device_put(state, NamedSharding(mesh, P())), step,
+            EpochSums(saved_meta and saved_meta['epoch_sums']))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+    """Train `config` in `workdir`, resuming from its newest intact checkpoint."""
+    run, state, step, sums = setup_run(config, workdir)
+    steps_per_epoch, total_steps = run.steps_per_epoch, run.total_steps
     if step >= total_steps:
         run.say(f'Nothing to do: the checkpoint in {workdir} is at step {step} of {total_steps}.')
     try:
@@ -301,11 +368,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 run.end_epoch(state, step, epoch, sums, time.time() - epoch_start)
                 sums = EpochSums()
                 if preempted():
-                    checkpoints.wait_until_finished()
+                    run.checkpoints.wait_until_finished()
                     raise Preempted(step)
     finally:
-        checkpoints.close()
+        run.checkpoints.close()
         run.writer.close()
-    if is_chief and (curves := plots.plot_curves(workdir)):
+    if run.is_chief and (curves := plots.plot_curves(workdir)):
         print(f'Curves: {curves}')
     return state

@@ -40,6 +40,14 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
     _require(config.batch_size % num_devices == 0,
              f'config.batch_size={config.batch_size} does not split over {num_devices} '
              f'devices; use a multiple of {num_devices}')
+    processes = jax.process_count()
+    shards = config.get('data_shards', 0)
+    _require(isinstance(shards, int) and shards >= 0 and (shards or processes) % processes == 0,
+             f'config.data_shards={shards!r} must be 0 (one per process) or a multiple of the '
+             f'{processes} processes')
+    _require(config.batch_size % (shards or processes) == 0,
+             f'config.batch_size={config.batch_size} does not split over '
+             f'config.data_shards={shards or processes} shards; use a multiple of it')
     _require(isinstance(config.num_train_steps, int) and (config.num_train_steps == -1
                                                           or config.num_train_steps > 0),
              f'config.num_train_steps={config.num_train_steps!r} must be -1 (from the '

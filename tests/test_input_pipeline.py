@@ -20,6 +20,42 @@ def test_tfds_catalog_path_under_mock_data():
     assert split.labels.min() >= 0 and split.labels.max() < 10
 
 
+def test_catalog_rows_are_read_as_a_tfds_subsplit(monkeypatch):
+    asked = []
+    with tfds.testing.mock_data(num_examples=12):
+        as_dataset = tfds.core.DatasetBuilder.as_dataset  # mock_data's, which ignores slices
+        monkeypatch.setattr(tfds.core.DatasetBuilder, 'as_dataset',
+                            lambda self, split, **kw: asked.append(split) or as_dataset(
+                                self, split=split, **kw))
+        assert input_pipeline.num_examples('cifar10', 'train') == 12
+        input_pipeline.load_split('cifar10', 'train', rows=(3, 8))
+        input_pipeline.load_split('cifar10', 'train', rows=(0, 12))
+    # TFDS reads only the records of a subsplit; the whole range is the plain split.
+    assert 'train[3:8]' in asked and 'train[0:12]' not in asked
+
+
+def test_folder_rows_are_a_slice_and_only_they_are_decoded(tmp_path):
+    root = write_image_folder(tmp_path / 'data', per_class=3)
+    whole = input_pipeline.load_split(f'folder:{root}', 'train')
+    n = input_pipeline.num_examples(f'folder:{root}', 'train')
+    assert n == len(whole.labels) == 6
+    part = input_pipeline.load_split(f'folder:{root}', 'train', rows=(2, 5))
+    np.testing.assert_array_equal(part.images, whole.images[2:5])
+    np.testing.assert_array_equal(part.labels, whole.labels[2:5])
+    # A broken file fails the half that holds it and not the other: the other never reads it.
+    with open(os.path.join(root, 'train', 'b', '1.png'), 'wb') as f:
+        f.write(b'not a png')
+    outcomes = []
+    for rows in ((0, 3), (3, 6)):
+        try:
+            input_pipeline.load_split(f'folder:{root}', 'train', rows=rows)
+            outcomes.append('read')
+        except InputError as e:
+            assert '1.png' in str(e)
+            outcomes.append('failed')
+    assert sorted(outcomes) == ['failed', 'read']
+
+
 def test_folder_path_reads_images_and_sorted_labels(tmp_path):
     root = write_image_folder(tmp_path / 'data', classes=('cat', 'airplane', 'dog'), per_class=2)
     split = input_pipeline.load_split(f'folder:{root}', 'test')
@@ -127,11 +163,11 @@ def test_folder_cache_is_reused_and_invalidated_by_a_changed_file(tmp_path, monk
     cache = str(tmp_path / 'cache')
     first = input_pipeline.load_split(f'folder:{root}', 'train', cache_dir=cache)
     assert len(os.listdir(cache)) == 1
-    decode = input_pipeline._decode_split
-    monkeypatch.setattr(input_pipeline, '_decode_split', lambda *a: pytest.fail('decoded again'))
+    decode = input_pipeline._decode_rows
+    monkeypatch.setattr(input_pipeline, '_decode_rows', lambda *a: pytest.fail('decoded again'))
     again = input_pipeline.load_split(f'folder:{root}', 'train', cache_dir=cache)
     assert np.array_equal(first.images, again.images) and np.array_equal(first.labels, again.labels)
-    monkeypatch.setattr(input_pipeline, '_decode_split', decode)
+    monkeypatch.setattr(input_pipeline, '_decode_rows', decode)
     write_image_folder(tmp_path / 'data', classes=('a',), per_class=1, seed=9)  # rewrites a/0.png
     changed = input_pipeline.load_split(f'folder:{root}', 'train', cache_dir=cache)
     assert len(os.listdir(cache)) == 2 and not np.array_equal(changed.images, first.images)

@@ -206,6 +206,8 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_good_checkpoints(folder, t
     (dict(schedule='step'), "config.schedule='step' is not a schedule; choose one of"),
     (dict(num_train_steps=0), 'config.num_train_steps=0 must be -1'),
     (dict(label_smoothing=1.0), 'config.label_smoothing=1.0 must be in [0, 1)'),
+    (dict(data_shards=-1), 'config.data_shards=-1 must be 0 (one per process) or a multiple'),
+    (dict(data_shards=3), 'config.batch_size=8 does not split over config.data_shards=3'),
 ])
 def test_bad_config_fields_are_named(override, message):
     config = smoke.get_config()

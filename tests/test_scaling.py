@@ -57,13 +57,15 @@ def test_eight_devices_match_one_device_on_the_same_global_batch(folder, one_dev
     assert 'Test set' in output
 
 
-def test_two_processes_match_one_and_their_checkpoint_restores_in_one(folder, one_device,
-                                                                     tmp_path):
+def test_two_processes_load_their_own_shards_match_one_and_restore_in_one(folder, tmp_path):
+    # Two data shards (0: one per process) give the same global batches on 1 process or 2.
+    run_main(folder, tmp_path / 'one', extra=('--config.data_shards=2',))
+    one_process = evaluation.restore_for_inference(str(tmp_path / 'one'), 'latest')[0]
     with socket.socket() as s:
         s.bind(('localhost', 0))
         port = s.getsockname()[1]
     processes = [
-        run_main(folder, tmp_path, extra=(
+        run_main(folder, tmp_path / 'two', extra=(
             f'--config.distributed.coordinator_address=localhost:{port}',
             '--config.distributed.num_processes=2', f'--config.distributed.process_id={i}'),
             wait=False)
@@ -71,10 +73,13 @@ def test_two_processes_match_one_and_their_checkpoint_restores_in_one(folder, on
     outputs = [p.communicate(timeout=300)[0].decode() for p in processes]
     assert [p.returncode for p in processes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
     assert 'Test set' in outputs[0] and 'Test set' not in outputs[1]  # only process 0 prints
+    # 48 training and 12 test images: each process reads and decodes only its half.
+    assert 'Process 0 of 2 holds training rows 0:24 and test rows 0:6' in outputs[0]
+    assert 'Process 1 of 2 holds training rows 24:48 and test rows 6:12' in outputs[1]
     # Restored here, in this single process, from what the two processes wrote together.
-    together = evaluation.restore_for_inference(str(tmp_path), 'latest')[0]
+    together = evaluation.restore_for_inference(str(tmp_path / 'two'), 'latest')[0]
     assert int(together.step) == 6
-    assert close((one_device.params, one_device.batch_stats),
+    assert close((one_process.params, one_process.batch_stats),
                  (together.params, together.batch_stats))
 
 

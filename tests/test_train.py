@@ -10,7 +10,7 @@ import pytest
 
 from configs import smoke
 from conftest import rgb_folder
-from flax_cifar import optim, train
+from flax_cifar import data_parallel, input_pipeline, optim, train
 
 
 def tiny_config(**overrides):
@@ -57,10 +57,14 @@ def test_dropout_key_depends_on_the_step():
 
 def test_eval_step_masks_padding():
     state = make_state(tiny_config())
-    images = jnp.asarray(np.random.default_rng(0).integers(0, 255, (10, 32, 32, 3)), jnp.uint8)
-    labels = jnp.arange(10, dtype=jnp.int32) % 10
-    whole = train.evaluate(state, images, labels, batch_size=10)
-    ragged = train.evaluate(state, images, labels, batch_size=4)
+    split = input_pipeline.Split(
+        np.random.default_rng(0).integers(0, 255, (10, 32, 32, 3)).astype(np.uint8),
+        np.arange(10, dtype=np.int32) % 10)
+    mesh = data_parallel.create_mesh()
+    # Padded to 12 rows: the two padding rows must not count either.
+    test = train.host_split(mesh, split, rows_per_host=12)
+    whole = train.make_evaluate(mesh, batch_size=12)(state, test)
+    ragged = train.make_evaluate(mesh, batch_size=5)(state, test)
     assert whole['count'] == ragged['count'] == 10
     assert whole['correct'] == ragged['correct']
     assert whole['loss'] == pytest.approx(ragged['loss'], rel=1e-5)
@@ -148,4 +152,30 @@ def test_train_and_eval_steps_compile_once_for_a_whole_run(learnable_folder, tmp
     compiled = [r.getMessage() for r in caplog.records if r.getMessage().startswith('Compiling')]
     # 36 train steps and 3 evaluations of 5 batches each, one compilation of each step.
     assert sum('train_fn' in m for m in compiled) == 1
-    assert sum('_eval_batch' in m for m in compiled) == 1
+    assert sum('eval_fn' in m for m in compiled) == 1
+
+
+def test_sharded_epoch_order_restricts_one_permutation_to_each_shard():
+    whole = train.epoch_order(seed=3, epoch=1, num_examples=103)
+    np.testing.assert_array_equal(np.sort(whole[0]), np.arange(103))  # one shard: all rows
+    shards = train.epoch_order(seed=3, epoch=1, num_examples=103, shards=4)  # 25 each, 3 out
+    assert shards.shape == (4, 25)
+    for s, order in enumerate(shards):
+        np.testing.assert_array_equal(np.sort(order), np.arange(25))
+        # The shard's rows in the order the one-shard permutation visits them.
+        in_shard = whole[0][(whole[0] >= 25 * s) & (whole[0] < 25 * (s + 1))] - 25 * s
+        np.testing.assert_array_equal(order, in_shard)
+    assert not np.array_equal(shards, train.epoch_order(seed=3, epoch=2, num_examples=103,
+                                                        shards=4))
+
+
+def test_test_time_flip_averages_an_image_and_its_mirror():
+    state = make_state(tiny_config())
+    images = random_batch()['image']
+    mirrored = images[:, :, ::-1]
+    with_flip = train.predict_logits(state, images, flip=True)
+    np.testing.assert_allclose(with_flip, train.predict_logits(state, mirrored, flip=True),
+                               rtol=1e-5, atol=1e-6)  # the mirror gives the same average
+    plain, of_mirror = (train.predict_logits(state, x) for x in (images, mirrored))
+    np.testing.assert_allclose(with_flip, (plain + of_mirror) / 2, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(plain, of_mirror)
