@@ -1,0 +1,26 @@
+"""The throughput benchmark runs any config and reports every measurement (values, not speed)."""
+import json
+import os
+import subprocess
+import sys
+
+from conftest import rgb_folder
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_throughput_benchmark_reports_every_measurement_as_json(tmp_path):
+    folder = rgb_folder(tmp_path / 'data', train_per_class=8, test_per_class=3)
+    output = subprocess.run(
+        [sys.executable, os.path.join(REPO, 'benchmarks', 'throughput.py'), '--config',
+         os.path.join(REPO, 'configs', 'smoke.py'), f'--config.dataset={folder}',
+         '--steps=2', '--repeats=1', '--epoch_steps=2', '--json'],
+        capture_output=True, text=True, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+    assert output.returncode == 0, output.stderr[-3000:]
+    result = json.loads(output.stdout.strip().splitlines()[-1])
+    for key in ('train_images_per_s', 'epoch_images_per_s', 'eval_images_per_s', 'compile_s',
+                'startup_s', 'flops_per_image', 'gflops_per_s'):
+        assert result[key] > 0, key
+    assert result['startup_s'] > result['compile_s']
+    assert result['epoch_steps'] == 2 and result['batch_size'] == 8
+    assert result['backend'] == 'cpu' and result['model'] == 'dsresnet'
