@@ -48,6 +48,7 @@ def main(argv):
     from flax_cifar import distributed, evaluation, train
     from flax_cifar.errors import InputError
 
+    train.use_compilation_cache()
     if FLAGS.mode == 'train':
         distributed.maybe_initialize(FLAGS.config)  # before JAX touches any device
     workdir = workdir_for(FLAGS['config'])

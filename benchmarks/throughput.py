@@ -6,7 +6,8 @@
 Measures, through the same functions `main.py` trains with (`train.setup_run`):
   startup_s           from this command's start to the end of the first training step:
                       imports, data loading (decoded-folder cache included), compile
-  compile_s           XLA compilation of the train step
+  compile_s           XLA compilation of the train step (a load from disk once the persistent
+                      compilation cache holds it, as main.py uses it)
   train_images_per_s  the jitted step alone, on the device-resident training split
   epoch_images_per_s  one real epoch (`Run.train_epoch`: epoch order, host bookkeeping,
                       progress and metrics) over the config's dataset
@@ -41,6 +42,8 @@ config_flags.DEFINE_config_file('config', None, 'Training configuration.', lock_
 flags.DEFINE_integer('steps', 20, 'Timed steps per repeat of the pure-step measurement.')
 flags.DEFINE_integer('repeats', 3, 'Repeats of the pure-step measurement (median reported).')
 flags.DEFINE_integer('epoch_steps', -1, 'Steps of the real epoch (-1: a whole epoch).')
+flags.DEFINE_bool('compilation_cache', True, 'Use the persistent compilation cache, as main.py '
+                  'does (--nocompilation_cache: a cold start).')
 flags.DEFINE_bool('json', False, 'Print one JSON object instead of rows.')
 
 
@@ -117,6 +120,8 @@ def measure(config) -> dict:
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
+    if FLAGS.compilation_cache:
+        train.use_compilation_cache()
     result = measure(FLAGS.config)
     if FLAGS.json:
         print(json.dumps(result))

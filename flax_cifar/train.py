@@ -6,6 +6,7 @@ is a function of (config.seed, step), so a resumed run retraces the uninterrupte
 import contextlib
 import dataclasses
 import functools
+import os
 import signal
 import threading
 import time
@@ -31,6 +32,15 @@ class TrainState(train_state.TrainState):
     batch_stats: Any
 
 
+def use_compilation_cache():
+    """Keeps XLA's programs on disk ($JAX_COMPILATION_CACHE_DIR, else <cache dir>/jax), so a
+    restart skips compiling: on one CPU core that is ~30 s of the start, half of it the
+    random initializers (the threefry hash compiles slowly on CPU)."""
+    if not jax.config.jax_compilation_cache_dir:
+        jax.config.update('jax_compilation_cache_dir',
+                          os.path.join(input_pipeline.default_cache_dir(), 'jax'))
+
+
 def create_model(config: ml_collections.ConfigDict, num_classes: int = 10):
     dtype = jnp.bfloat16 if config.get('half_precision') else jnp.float32
     return models.create_model(config.model, num_classes=num_classes, dtype=dtype,
@@ -39,11 +49,14 @@ def create_model(config: ml_collections.ConfigDict, num_classes: int = 10):
 
 def create_train_state(rng: jax.Array, model, tx: optax.GradientTransformation,
                        image_shape=input_pipeline.IMAGE_SHAPE) -> TrainState:
-    # Jitted: run op by op, init compiles every layer's ops one at a time (same values).
-    init = jax.jit(functools.partial(model.init, train=False))
-    variables = init(rng, jnp.zeros((1, *image_shape), jnp.float32))
-    return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
-                             batch_stats=variables.get('batch_stats', {}))
+    # One jitted program: run op by op, the parameter and optimizer-state initializers
+    # compile dozens of tiny programs one at a time (same values, seconds more at start).
+    @jax.jit
+    def create(rng):
+        variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+        return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
+                                 batch_stats=variables.get('batch_stats', {}))
+    return create(rng)
 
 
 def cross_entropy(logits, labels, label_smoothing: float = 0.0):
