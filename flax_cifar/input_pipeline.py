@@ -103,9 +103,9 @@ def default_cache_dir() -> str:
 
 def _folder_digest(root: str, split: str, rows: tuple[int, int] | None) -> str:
     """Changes when any image of the split is added, removed, renamed or rewritten."""
-    digest = hashlib.sha256(f'{os.path.abspath(root)}\0{split}\0{rows}'.encode())
-    if rows is None:  # the key of whole splits, as cached by earlier versions
-        digest = hashlib.sha256(f'{os.path.abspath(root)}\0{split}'.encode())
+    # Whole splits keep the key that earlier versions cached them under.
+    key = f'{os.path.abspath(root)}\0{split}' + (f'\0{rows}' if rows else '')
+    digest = hashlib.sha256(key.encode())
     split_dir = os.path.join(root, split)
     for label in sorted(os.listdir(split_dir)):
         class_dir = os.path.join(split_dir, label)

@@ -231,13 +231,12 @@ def plan_steps(config: ml_collections.ConfigDict, num_examples: int,
     return steps_per_epoch, total_steps
 
 
-def load_host_data(config: ml_collections.ConfigDict, mesh: Mesh):
+def load_host_data(config: ml_collections.ConfigDict, mesh: Mesh, shards: int):
     """Reads and decodes this process's rows only, and puts them on its devices.
 
     Returns ((train images, train labels), training examples in all, test HostSplit,
     class names).
     """
-    shards = data_parallel.num_shards(config)
     num_train = input_pipeline.num_examples(config.dataset, 'train', config.data_dir)
     train_rows = data_parallel.host_rows(num_train, shards)
     *test_rows, test_rows_per_host = data_parallel.padded_host_rows(
@@ -341,8 +340,9 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str):
     """
     validation.validate_config(config)
     mesh = data_parallel.create_mesh()
-    train, num_train, test, class_names = load_host_data(config, mesh)
-    steps_per_epoch, total_steps = plan_steps(config, num_train, data_parallel.num_shards(config))
+    shards = data_parallel.num_shards(config)
+    train, num_train, test, class_names = load_host_data(config, mesh, shards)
+    steps_per_epoch, total_steps = plan_steps(config, num_train, shards)
     is_chief = jax.process_index() == 0
     model = create_model(config, len(class_names))
     if is_chief:
@@ -356,7 +356,7 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str):
     checkpoints = checkpointing.Checkpoints(workdir, config.max_checkpoints_to_keep)
     state, saved_meta = checkpoints.restore_latest_intact(state, meta['architecture'])
     step = int(state.step)
-    run = Run(config, workdir, mesh, train, num_train, data_parallel.num_shards(config), test,
+    run = Run(config, workdir, mesh, train, num_train, shards, test,
               make_train_fn(config, mesh), make_evaluate(mesh, config.eval_batch_size, config.get('eval_flip', False)),
               learning_rate_fn, checkpoints,
               metric_writers.MetricWriter(workdir, enabled=is_chief, resume_step=step),
