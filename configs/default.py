@@ -18,7 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model = 'dsresnet'
     config.model_args = ml_collections.ConfigDict(dict(
         stem_features=32,              # dense 3x3 stem at 32x32
-        stage_features=(64, 128, 256),  # one stage per width; each halves the resolution
+        stage_features=(96, 192, 256),  # one stage per width; each halves the resolution
         stage_depths=(1, 1, 1),        # residual separable units per stage
         stage_dilations=(2, 2, 1),     # kernel_dilation of the residual units' 3x3 convs
         depthwise=True,                # feature_group_count=in_features in the 3x3 convs

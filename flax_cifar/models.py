@@ -154,7 +154,7 @@ class DSResNet(nn.Module):
     Head: global average pool and a dense classifier.
     """
     stem_features: int = 32
-    stage_features: Sequence[int] = (64, 128, 256)
+    stage_features: Sequence[int] = (96, 192, 256)
     stage_depths: Sequence[int] = (1, 1, 1)
     stage_dilations: Sequence[int] = (2, 2, 1)
     depthwise: bool = True
