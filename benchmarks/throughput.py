@@ -35,7 +35,7 @@ import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from flax_cifar import data_parallel, train  # noqa: E402
+from flax_cifar import data_parallel, models, train  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training configuration.', lock_config=True)
@@ -45,6 +45,8 @@ flags.DEFINE_integer('epoch_steps', -1, 'Steps of the real epoch (-1: a whole ep
 flags.DEFINE_bool('compilation_cache', True, 'Use the persistent compilation cache, as main.py '
                   'does (--nocompilation_cache: a cold start).')
 flags.DEFINE_bool('json', False, 'Print one JSON object instead of rows.')
+flags.DEFINE_enum('depthwise_implementation', None, list(models.IMPLEMENTATIONS),
+                  'How true depthwise convs compute (default: the model\'s, "auto": by backend).')
 
 
 def train_step_flops(compiled) -> float:
@@ -71,6 +73,9 @@ def time_steps(run, state, order, first_index: int):
 
 def measure(config) -> dict:
     config = config.copy_and_resolve_references()
+    if FLAGS.depthwise_implementation:
+        with config.unlocked():
+            config.model_args.depthwise_implementation = FLAGS.depthwise_implementation
     config.checkpoint_every_steps = -1
     with tempfile.TemporaryDirectory() as workdir:
         run, state, _, _ = train.setup_run(config, workdir)
@@ -105,6 +110,7 @@ def measure(config) -> dict:
     return {
         'model': config.model, 'batch_size': config.batch_size,
         'half_precision': bool(config.half_precision), 'dataset': config.dataset,
+        'depthwise_implementation': config.model_args.get('depthwise_implementation', 'auto'),
         'backend': jax.default_backend(), 'devices': jax.device_count(),
         'device_kind': jax.devices()[0].device_kind, 'cpu_threads': len(os.sched_getaffinity(0)),
         'jax': jax.__version__, 'python': platform.python_version(),

@@ -35,6 +35,9 @@ class Pool(nn.Module):
         return pool(x, (self.window, self.window), strides=(self.stride, self.stride))
 
 
+IMPLEMENTATIONS = ('auto', 'shifts', 'conv')
+
+
 class DepthwiseConv(nn.Module):
     """A depthwise conv: `nn.Conv(C, (k, k), feature_group_count=C)` with the same parameter
     (`kernel`, shape (k, k, 1, C), same init) and the same outputs and gradients.
@@ -52,6 +55,9 @@ class DepthwiseConv(nn.Module):
 
     @nn.compact
     def __call__(self, x):
+        if self.implementation not in IMPLEMENTATIONS:
+            raise InputError(f'depthwise_implementation={self.implementation!r} is not one of '
+                             f'{IMPLEMENTATIONS}')
         channels = x.shape[-1]
         kernel = self.param('kernel', nn.initializers.lecun_normal(),
                             (*self.kernel_size, 1, channels), jnp.float32)
@@ -90,13 +96,14 @@ class SeparableConv(nn.Module):
     padding: Any = 0
     depthwise: bool = True
     dtype: Any = jnp.float32
+    implementation: str = 'auto'  # DepthwiseConv's: 'auto', 'shifts' or 'conv'
 
     @nn.compact
     def __call__(self, x):
         in_features = x.shape[-1]
         if self.depthwise:
             x = DepthwiseConv((3, 3), self.stride, self.padding, self.dilation, self.dtype,
-                              name='depthwise')(x)
+                              self.implementation, name='depthwise')(x)
         else:
             x = nn.Conv(in_features, (3, 3), strides=self.stride, padding=self.padding,
                         kernel_dilation=self.dilation, use_bias=False, dtype=self.dtype,
@@ -124,6 +131,7 @@ class SeedNet(nn.Module):
     dropout_rate: float = 0.05
     num_classes: int = 10
     dtype: Any = jnp.float32
+    depthwise_implementation: str = 'auto'  # how true depthwise convs compute (DepthwiseConv)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -132,7 +140,8 @@ class SeedNet(nn.Module):
             name = f'unit{i + 1}'
             if separable:
                 x = SeparableConv(features, dilation, stride, padding, self.depthwise,
-                                  self.dtype, name=f'{name}_sepconv')(x)
+                                  self.dtype, self.depthwise_implementation,
+                                  name=f'{name}_sepconv')(x)
             else:
                 x = nn.Conv(features, (3, 3), strides=stride, padding=padding,
                             kernel_dilation=dilation, use_bias=False, dtype=self.dtype,
@@ -161,11 +170,13 @@ class DSResNet(nn.Module):
     dropout_rate: float = 0.0
     num_classes: int = 10
     dtype: Any = jnp.float32
+    depthwise_implementation: str = 'auto'  # how true depthwise convs compute (DepthwiseConv)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         norm = functools.partial(BatchNorm, use_running_average=not train, dtype=self.dtype)
-        sep = functools.partial(SeparableConv, depthwise=self.depthwise, dtype=self.dtype)
+        sep = functools.partial(SeparableConv, depthwise=self.depthwise, dtype=self.dtype,
+                                implementation=self.depthwise_implementation)
         x = x.astype(self.dtype)
         x = nn.Conv(self.stem_features, (3, 3), padding=1, use_bias=False, dtype=self.dtype,
                     name='stem_conv')(x)

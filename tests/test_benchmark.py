@@ -14,7 +14,8 @@ def test_throughput_benchmark_reports_every_measurement_as_json(tmp_path):
     output = subprocess.run(
         [sys.executable, os.path.join(REPO, 'benchmarks', 'throughput.py'), '--config',
          os.path.join(REPO, 'configs', 'smoke.py'), f'--config.dataset={folder}',
-         '--steps=2', '--repeats=1', '--epoch_steps=2', '--json'],
+         '--steps=2', '--repeats=1', '--epoch_steps=2', '--depthwise_implementation=conv',
+         '--json'],
         capture_output=True, text=True, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
     assert output.returncode == 0, output.stderr[-3000:]
     result = json.loads(output.stdout.strip().splitlines()[-1])
@@ -24,3 +25,4 @@ def test_throughput_benchmark_reports_every_measurement_as_json(tmp_path):
     assert result['startup_s'] > result['compile_s']
     assert result['epoch_steps'] == 2 and result['batch_size'] == 8
     assert result['backend'] == 'cpu' and result['model'] == 'dsresnet'
+    assert result['depthwise_implementation'] == 'conv'

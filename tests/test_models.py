@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import pytest
 
 from flax_cifar import models
+from flax_cifar.errors import InputError
 
 # The seed's summary table: (layer type, output shape as (H, W, C), parameters), per row
 # that Flax has as a module (ReLU is a function here, and the two convs of each
@@ -127,3 +128,17 @@ def test_shifted_depthwise_conv_equals_grouped_nn_conv(stride, dilation, padding
     assert jax.tree.all(jax.tree.map(lambda a, b: jnp.allclose(a, b, atol=1e-4), grads, grads_ref))
     conv = models.DepthwiseConv((3, 3), stride, padding, dilation, implementation='conv')
     assert jnp.allclose(conv.apply(params, x), out_ref, atol=1e-5)
+
+
+def test_depthwise_implementation_is_a_model_argument():
+    """Both ways of computing a network's depthwise convs give the same network."""
+    x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+    args = dict(stem_features=4, stage_features=(8, 8), stage_depths=(1, 1),
+                stage_dilations=(2, 1))
+    shifts = models.create_model('dsresnet', depthwise_implementation='shifts', **args)
+    conv = models.create_model('dsresnet', depthwise_implementation='conv', **args)
+    variables = shifts.init(jax.random.key(1), x)
+    assert jnp.allclose(shifts.apply(variables, x), conv.apply(variables, x), atol=1e-5)
+    with pytest.raises(InputError, match="depthwise_implementation='fast'"):
+        models.create_model('seed', depthwise=True, depthwise_implementation='fast').init(
+            jax.random.key(1), x)
