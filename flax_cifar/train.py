@@ -265,8 +265,8 @@ class Run:
     test: HostSplit
     train_fn: Any
     evaluate: Any
-    learning_rate_fn: optax.Schedule    # for logging: jitted (eagerly, its first call compiled
-                                        # each primitive: 1.3 s inside the first epoch)
+    # For logging; jitted: called eagerly, its first call compiles each primitive (~1.3 s).
+    learning_rate_fn: optax.Schedule
     checkpoints: checkpointing.Checkpoints
     writer: metric_writers.MetricWriter
     meta: dict  # saved with every checkpoint
