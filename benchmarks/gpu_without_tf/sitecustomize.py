@@ -31,11 +31,18 @@ if os.environ.get('FLAX_CIFAR_GPU_SHIM') == '1':
 
     def _decode(split):
         if split not in _CACHE:
-            raw = open(os.path.join(_HERE, f'{split}.bin'), 'rb').read()
-            o = _INDEX[f'{split}_offsets']
-            dec = lambda i: np.asarray(Image.open(io.BytesIO(raw[o[i]:o[i + 1]])).convert('RGB'))
-            with ThreadPoolExecutor(16) as pool:
-                images = np.stack(list(pool.map(dec, range(len(o) - 1))))
+            decoded = f'/tmp/flax_cifar_gpu_shim_{split}.npy'  # later processes skip the decode
+            if os.path.exists(decoded):
+                images = np.load(decoded)
+            else:
+                raw = open(os.path.join(_HERE, f'{split}.bin'), 'rb').read()
+                o = _INDEX[f'{split}_offsets']
+                dec = lambda i: np.asarray(Image.open(io.BytesIO(raw[o[i]:o[i + 1]])).convert('RGB'))
+                with ThreadPoolExecutor(16) as pool:
+                    images = np.stack(list(pool.map(dec, range(len(o) - 1))))
+                if not _LIMIT:
+                    np.save(decoded + '.tmp.npy', images)
+                    os.replace(decoded + '.tmp.npy', decoded)
             _CACHE[split] = input_pipeline.Split(images, _INDEX[f'{split}_labels'])
         return _CACHE[split]
 

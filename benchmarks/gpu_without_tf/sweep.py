@@ -16,6 +16,8 @@ for job in jobs:
             node = node[p]
         node[leaf] = tuple(value) if isinstance(value, list) else value
     config.checkpoint_every_steps = -1
+    if os.environ.get('DEPTHWISE'):  # the faster one on this backend, from device.sh's timing
+        config.model_args.depthwise_implementation = os.environ['DEPTHWISE']
     workdir = f"/tmp/sweep/{job['name']}"
     start = time.time()
     run, state, step, sums = train.setup_run(config, workdir)
@@ -32,6 +34,7 @@ for job in jobs:
                   acc=round(100 * no_flip['accuracy'], 2), acc_flip=round(100 * flip['accuracy'], 2),
                   per_epoch=[round(100 * r['test_accuracy'], 2) for r in recs],
                   train_acc=round(100 * recs[-1]['train_accuracy'], 2),
+                  depthwise=config.model_args.get('depthwise_implementation', 'auto'),
                   device=jax.devices()[0].device_kind, jax=jax.__version__)
     print('RESULT ' + json.dumps(result), flush=True)
     with open(os.path.join(out, f'results{worker}.jsonl'), 'a') as f:
