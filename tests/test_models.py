@@ -142,3 +142,21 @@ def test_depthwise_implementation_is_a_model_argument():
     with pytest.raises(InputError, match="depthwise_implementation='fast'"):
         models.create_model('seed', depthwise=True, depthwise_implementation='fast').init(
             jax.random.key(1), x)
+
+
+def test_dropout_drops_at_its_rate_and_keeps_the_expectation():
+    x = jnp.ones((64, 33, 17, 5))  # odd element count: the last 32-bit draw is half used
+    layer = models.Dropout(0.3)
+    y = layer.apply({}, x, rngs={'dropout': jax.random.key(0)})
+    dropped = float(jnp.mean(y == 0))
+    assert abs(dropped - 0.3) < 0.01, dropped
+    assert jnp.allclose(y[y != 0], 1 / (1 - round(0.3 * 2 ** 16) / 2 ** 16))
+    assert abs(float(jnp.mean(y)) - 1) < 0.02
+    other = layer.apply({}, x, rngs={'dropout': jax.random.key(1)})
+    assert not jnp.array_equal(y == 0, other == 0)  # the mask comes from the key
+    # Both halves of each 32-bit draw are used: masks of neighbours are not copies.
+    flat = (y == 0).reshape(-1)
+    assert not jnp.array_equal(flat[0::2], flat[1::2])
+    assert jnp.array_equal(models.Dropout(0.3, deterministic=True).apply({}, x), x)
+    assert jnp.array_equal(models.Dropout(1.0).apply({}, x, rngs={'dropout': jax.random.key(0)}),
+                           jnp.zeros_like(x))
