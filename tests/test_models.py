@@ -128,6 +128,10 @@ def test_shifted_depthwise_conv_equals_grouped_nn_conv(stride, dilation, padding
     assert jax.tree.all(jax.tree.map(lambda a, b: jnp.allclose(a, b, atol=1e-4), grads, grads_ref))
     conv = models.DepthwiseConv((3, 3), stride, padding, dilation, implementation='conv')
     assert jnp.allclose(conv.apply(params, x), out_ref, atol=1e-5)
+    # 'auto' picks the shifts on CPU (and GPU): no convolution left in the program.
+    auto = models.DepthwiseConv((3, 3), stride, padding, dilation)
+    assert 'conv_general_dilated' not in str(jax.make_jaxpr(auto.apply)(params, x))
+    assert 'conv_general_dilated' in str(jax.make_jaxpr(conv.apply)(params, x))
 
 
 def test_depthwise_implementation_is_a_model_argument():
