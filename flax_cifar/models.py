@@ -217,7 +217,7 @@ class DSResNet(nn.Module):
                         name=f'{name}_res{d + 1}_sepconv')(x)
                 y = nn.relu(norm(name=f'{name}_res{d + 1}_bn')(y))
                 x = x + Dropout(self.dropout_rate, deterministic=not train,
-                                   name=f'{name}_res{d + 1}_dropout')(y)
+                                name=f'{name}_res{d + 1}_dropout')(y)
         x = jnp.mean(x, axis=(1, 2))
         x = nn.Dense(self.num_classes, dtype=self.dtype, name='classifier')(x)
         return x.astype(jnp.float32)
