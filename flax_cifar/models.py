@@ -42,7 +42,7 @@ class Dropout(nn.Module):
         if self.rate >= 1:
             return jnp.zeros_like(x)
         threshold = round(self.rate * 2 ** 16)  # drop where the 16 bits are below it
-        bits = jax.random.bits(self.make_rng('dropout'), (-(-x.size // 2),), jnp.uint32)
+        bits = jax.random.bits(self.make_rng('dropout'), ((x.size + 1) // 2,), jnp.uint32)
         halves = jax.lax.bitcast_convert_type(bits, jnp.uint16).reshape(-1)[:x.size]
         keep = halves.reshape(x.shape) >= threshold
         return jnp.where(keep, x / (1 - threshold / 2 ** 16), jnp.zeros_like(x))
