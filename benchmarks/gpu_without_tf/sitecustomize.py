@@ -1,4 +1,4 @@
-"""GPU-machine shim (never committed): that machine has jax+CUDA but no TensorFlow/TFDS.
+"""GPU-machine shim (copied into .gpu/ there): that machine has jax+CUDA, no TensorFlow/TFDS.
 
 With FLAX_CIFAR_GPU_SHIM=1: stub TF/TFDS imports, serve CIFAR-10 (the same JPEG q75 files,
 in ImageFolder's row order, decoded with PIL) from .gpu/*.bin, write metrics.jsonl without TF.

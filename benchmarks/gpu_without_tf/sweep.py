@@ -1,7 +1,6 @@
 """Runs 15-epoch trainings (jobs[worker::workers] of a JSON job list); see README.md here."""
 import json, os, sys, time
 import jax
-from ml_collections import config_dict
 from configs import default, seed as seed_config
 from flax_cifar import models, train
 
