@@ -39,6 +39,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.augment = True              # random crop and flip, inside the jitted step
     config.crop_padding = 4            # zero padding before the random 32x32 crop
     config.flip = True                 # random horizontal flips
+    # Cutout: zero a square of this side (pixels) at a random place in each training image,
+    # after normalization (so it takes the mean colour); 0: off.
+    config.cutout_size = 0
 
     # Optimization.
     config.batch_size = 128            # global batch, split over all devices
@@ -56,6 +59,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.nesterov = True
     config.weight_decay = 5e-4         # L2 on conv and dense kernels (not BN, not biases)
     config.label_smoothing = 0.1       # 0 for plain cross-entropy
+    # Evaluate a moving average of the weights and BatchNorm statistics, updated every step
+    # with this decay (held below (1 + step) / (10 + step) early on); 0: the weights as they are.
+    config.ema_decay = 0.0
 
     # Devices and hosts.
     # The training split is cut into this many equal shards; each process loads only its

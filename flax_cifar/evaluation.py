@@ -33,22 +33,25 @@ def restore_for_inference(workdir: str, which: str = 'best'):
     model = train.create_model(config, len(class_names))
     state = train.create_train_state(
         jax.random.key(0), model,
-        optim.create_optimizer(config, optim.create_learning_rate_fn(config, 1)))
+        optim.create_optimizer(config, optim.create_learning_rate_fn(config, 1)),
+        ema=train.uses_ema(config))
     state, _ = checkpoints.restore(step, state, meta['architecture'])
     checkpoints.close()
     return state, config, class_names, step
 
 
-@functools.partial(jax.jit, static_argnames='flip')
-def _log_probabilities(state, images, flip):
-    return jax.nn.log_softmax(train.predict_logits(state, input_pipeline.normalize(images), flip))
+@functools.partial(jax.jit, static_argnames=('flip', 'ema'))
+def _log_probabilities(state, images, flip, ema):
+    return jax.nn.log_softmax(
+        train.predict_logits(state, input_pipeline.normalize(images), flip, ema))
 
 
 def predict_log_probabilities(state, images: np.ndarray, batch_size: int = 1000,
-                              flip: bool = False) -> np.ndarray:
-    """Log class probabilities for uint8 NHWC images (flip: test-time flip averaging)."""
+                              flip: bool = False, ema: bool = True) -> np.ndarray:
+    """Log class probabilities for uint8 NHWC images (flip: test-time flip averaging; ema:
+    the moving average of the weights, where the state keeps one)."""
     return np.concatenate([
-        np.asarray(_log_probabilities(state, jnp.asarray(images[i:i + batch_size]), flip))
+        np.asarray(_log_probabilities(state, jnp.asarray(images[i:i + batch_size]), flip, ema))
         for i in range(0, len(images), batch_size)])
 
 
@@ -113,13 +116,20 @@ def evaluate_checkpoint(workdir: str, which: str = 'best', dataset: str | None =
     other_accuracy = float(np.mean(other.argmax(-1) == test.labels))
     print(f"Test-time flip {'on' if flip else 'off'} (config.eval_flip); "
           f"{'off' if flip else 'on'}: {100 * other_accuracy:.2f}%")
+    raw_accuracy = None
+    if train.ema_of(state) is not None:
+        raw = predict_log_probabilities(state, test.images, config.eval_batch_size, flip,
+                                        ema=False)
+        raw_accuracy = float(np.mean(raw.argmax(-1) == test.labels))
+        print(f'Moving average of the weights (config.ema_decay={config.ema_decay}); '
+              f'the weights themselves: {100 * raw_accuracy:.2f}%')
     print(format_report(matrix, class_names))
     path = os.path.join(workdir, f'confusion_matrix_step{step}.png')
     plot_confusion_matrix(matrix, class_names, path,
                           f"step {step}: {100 * result['accuracy']:.2f}% on {dataset}")
     print(f'Confusion matrix plot: {path}')
     return {**result, 'step': step, 'confusion_matrix': matrix, 'eval_flip': flip,
-            'other_flip_accuracy': other_accuracy,
+            'other_flip_accuracy': other_accuracy, 'without_ema_accuracy': raw_accuracy,
             'per_class_accuracy': matrix.diagonal() / np.maximum(matrix.sum(1), 1)}
 
 

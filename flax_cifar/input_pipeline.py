@@ -232,3 +232,18 @@ def random_crop_flip(rng: jax.Array, images: jax.Array, padding: int = 4,
         flips = jax.random.bernoulli(flip_rng, 0.5, (n, 1, 1, 1))
         images = jnp.where(flips, images[:, :, ::-1, :], images)
     return images
+
+
+def random_cutout(rng: jax.Array, images: jax.Array, size: int) -> jax.Array:
+    """Zero a size x size square per image, centred anywhere, so clipped at the borders.
+
+    Cutout (DeVries & Taylor, 2017) on normalized images: zero is the dataset mean.
+    """
+    n, h, w, _ = images.shape
+    centres = jax.random.randint(rng, (n, 2), 0, jnp.array([h, w]))
+    low = centres - size // 2
+    rows, cols = jnp.arange(h), jnp.arange(w)
+    inside_rows = (rows >= low[:, :1]) & (rows < low[:, :1] + size)  # (n, h)
+    inside_cols = (cols >= low[:, 1:]) & (cols < low[:, 1:] + size)  # (n, w)
+    cut = inside_rows[:, :, None, None] & inside_cols[:, None, :, None]
+    return jnp.where(cut, jnp.zeros((), images.dtype), images)

@@ -25,11 +25,24 @@ from flax_cifar import (checkpointing, data_parallel, input_pipeline, metric_wri
                         optim, plots, validation)
 
 # Independent random streams, each folded with the step or epoch it serves.
-INIT_STREAM, EPOCH_ORDER_STREAM, AUGMENT_STREAM, DROPOUT_STREAM = range(4)
+INIT_STREAM, EPOCH_ORDER_STREAM, AUGMENT_STREAM, DROPOUT_STREAM, CUTOUT_STREAM = range(5)
 
 
 class TrainState(train_state.TrainState):
     batch_stats: Any
+
+
+class EmaTrainState(TrainState):
+    """With a moving average of {'params', 'batch_stats'}: the weights that get evaluated.
+
+    A class of its own, not an optional field, so that runs without the average save and
+    restore exactly the checkpoints they always did.
+    """
+    ema: Any
+
+
+def ema_of(state: TrainState):
+    return state.ema if isinstance(state, EmaTrainState) else None
 
 
 def use_compilation_cache():
@@ -48,14 +61,17 @@ def create_model(config: ml_collections.ConfigDict, num_classes: int = 10):
 
 
 def create_train_state(rng: jax.Array, model, tx: optax.GradientTransformation,
-                       image_shape=input_pipeline.IMAGE_SHAPE) -> TrainState:
+                       image_shape=input_pipeline.IMAGE_SHAPE, ema: bool = False) -> TrainState:
     # One jitted program: run op by op, the parameter and optimizer-state initializers
     # compile dozens of tiny programs one at a time (same values, seconds more at start).
     @jax.jit
     def create(rng):
         variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
-        return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
-                                 batch_stats=variables.get('batch_stats', {}))
+        variables = {'params': variables['params'],
+                     'batch_stats': variables.get('batch_stats', {})}
+        if ema:
+            return EmaTrainState.create(apply_fn=model.apply, tx=tx, **variables, ema=variables)
+        return TrainState.create(apply_fn=model.apply, tx=tx, **variables)
     return create(rng)
 
 
@@ -64,8 +80,18 @@ def cross_entropy(logits, labels, label_smoothing: float = 0.0):
     return optax.softmax_cross_entropy(logits, targets)
 
 
-def train_step(state: TrainState, batch: dict, rng: jax.Array, label_smoothing: float = 0.0):
-    """One SGD step on a normalized batch. Dropout's key is `rng` folded with the step."""
+def ema_decay_at(step: jax.Array, decay: float) -> jax.Array:
+    """`decay`, held below (1 + step) / (10 + step): early on the average follows the weights
+    instead of remembering their random initial values for thousands of steps."""
+    return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def train_step(state: TrainState, batch: dict, rng: jax.Array, label_smoothing: float = 0.0,
+               ema_decay: float = 0.0):
+    """One SGD step on a normalized batch. Dropout's key is `rng` folded with the step.
+
+    When the state keeps a moving average (state.ema), it moves towards the new weights.
+    """
     dropout_rng = jax.random.fold_in(rng, state.step)
 
     def loss_fn(params):
@@ -77,16 +103,25 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, label_smoothing: 
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    if ema_of(state) is not None:
+        state = state.replace(ema=optax.incremental_update(
+            raw_variables(state), state.ema, 1.0 - ema_decay_at(state.step, ema_decay)))
     metrics = {'loss': loss,
                'correct': jnp.sum(jnp.argmax(logits, -1) == batch['label']),
                'count': batch['label'].shape[0]}
     return state, metrics
 
 
-def predict_logits(state: TrainState, images: jax.Array, flip: bool = False) -> jax.Array:
+def raw_variables(state: TrainState) -> dict:
+    return {'params': state.params, 'batch_stats': state.batch_stats}
+
+
+def predict_logits(state: TrainState, images: jax.Array, flip: bool = False,
+                   ema: bool = True) -> jax.Array:
     """Logits of normalized images; flip=True averages each image's with its mirror image's
-    (test-time augmentation: the network was trained on both)."""
-    variables = {'params': state.params, 'batch_stats': state.batch_stats}
+    (test-time augmentation: the network was trained on both). The moving average of the
+    weights is used where the state has one, unless ema=False."""
+    variables = ema_of(state) if ema and ema_of(state) is not None else raw_variables(state)
     logits = state.apply_fn(variables, images, train=False)
     if flip:
         logits = (logits + state.apply_fn(variables, images[:, :, ::-1], train=False)) / 2
@@ -114,6 +149,7 @@ def make_train_fn(config: ml_collections.ConfigDict, mesh: Mesh):
     base_rng = jax.random.key(config.seed)
     augment_rng = jax.random.fold_in(base_rng, AUGMENT_STREAM)
     dropout_rng = jax.random.fold_in(base_rng, DROPOUT_STREAM)
+    cutout_rng = jax.random.fold_in(base_rng, CUTOUT_STREAM)
 
     @functools.partial(jax.jit, donate_argnums=0)
     def train_fn(state, images, labels, orders, index):
@@ -124,9 +160,13 @@ def make_train_fn(config: ml_collections.ConfigDict, mesh: Mesh):
             batch_images = input_pipeline.random_crop_flip(
                 jax.random.fold_in(augment_rng, state.step), batch_images,
                 config.crop_padding, config.flip)
-        batch = {'image': input_pipeline.normalize(batch_images), 'label': batch_labels}
+        batch_images = input_pipeline.normalize(batch_images)
+        if config.get('cutout_size', 0):
+            batch_images = input_pipeline.random_cutout(
+                jax.random.fold_in(cutout_rng, state.step), batch_images, config.cutout_size)
+        batch = {'image': batch_images, 'label': batch_labels}
         return train_step(state, data_parallel.split_over_devices(mesh, batch), dropout_rng,
-                          config.label_smoothing)
+                          config.label_smoothing, config.get('ema_decay', 0.0))
 
     return train_fn
 
@@ -229,6 +269,10 @@ def plan_steps(config: ml_collections.ConfigDict, num_examples: int,
     total_steps = (config.num_train_steps if config.num_train_steps > 0
                    else config.num_epochs * steps_per_epoch)
     return steps_per_epoch, total_steps
+
+
+def uses_ema(config: ml_collections.ConfigDict) -> bool:
+    return config.get('ema_decay', 0.0) > 0
 
 
 def load_host_data(config: ml_collections.ConfigDict, mesh: Mesh, shards: int):
@@ -351,14 +395,15 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str):
     learning_rate_fn = optim.create_learning_rate_fn(config, total_steps)
     state = create_train_state(
         jax.random.fold_in(jax.random.key(config.seed), INIT_STREAM), model,
-        optim.create_optimizer(config, learning_rate_fn))
+        optim.create_optimizer(config, learning_rate_fn), ema=uses_ema(config))
     meta = {'architecture': {**validation.architecture(config), 'num_classes': len(class_names)},
             'config': config.to_dict(), 'class_names': class_names}
     checkpoints = checkpointing.Checkpoints(workdir, config.max_checkpoints_to_keep)
     state, saved_meta = checkpoints.restore_latest_intact(state, meta['architecture'])
     step = int(state.step)
     run = Run(config, workdir, mesh, train, num_train, shards, test,
-              make_train_fn(config, mesh), make_evaluate(mesh, config.eval_batch_size, config.get('eval_flip', False)),
+              make_train_fn(config, mesh),
+              make_evaluate(mesh, config.eval_batch_size, config.get('eval_flip', False)),
               jax.jit(learning_rate_fn), checkpoints,
               metric_writers.MetricWriter(workdir, enabled=is_chief, resume_step=step),
               meta, steps_per_epoch, total_steps, is_chief)

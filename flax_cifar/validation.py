@@ -64,6 +64,12 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
     _require(config.weight_decay >= 0, f'config.weight_decay={config.weight_decay} must be >= 0')
     _require(0.0 <= config.momentum < 1.0, f'config.momentum={config.momentum} must be in [0, 1)')
     _require(config.crop_padding >= 0, f'config.crop_padding={config.crop_padding} must be >= 0')
+    cutout = config.get('cutout_size', 0)
+    _require(isinstance(cutout, int) and 0 <= cutout <= input_pipeline.IMAGE_SHAPE[0],
+             f'config.cutout_size={cutout!r} must be an integer from 0 (off) to '
+             f'{input_pipeline.IMAGE_SHAPE[0]}')
+    ema_decay = config.get('ema_decay', 0.0)
+    _require(0.0 <= ema_decay < 1.0, f'config.ema_decay={ema_decay} must be in [0, 1)')
     _require(config.checkpoint_every_steps == -1 or config.checkpoint_every_steps > 0,
              f'config.checkpoint_every_steps={config.checkpoint_every_steps} must be -1 (epoch '
              f'ends only) or positive')
@@ -78,9 +84,14 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
 
 
 def architecture(config: ml_collections.ConfigDict) -> dict:
-    """The part of `config` that fixes parameter shapes, as plain JSON-able values."""
+    """The part of `config` that fixes what a checkpoint holds, as plain JSON-able values:
+    the parameter shapes, and whether a moving average of them is kept (an entry only when
+    it is, so that checkpoints from before the average existed still match)."""
     plain = config.to_dict()
-    return _jsonable({name: plain[name] for name in ARCHITECTURE_FIELDS})
+    fields = {name: plain[name] for name in ARCHITECTURE_FIELDS}
+    if config.get('ema_decay', 0.0) > 0:
+        fields['ema_decay'] = 'on'
+    return _jsonable(fields)
 
 
 def _jsonable(value):

@@ -15,6 +15,7 @@ def trained(tmp_path_factory):
     config = smoke.get_config()
     config.dataset = rgb_folder(root, train_per_class=32)
     config.num_epochs = 4
+    config.ema_decay = 0.9  # evaluation reports the average and the weights themselves
     workdir = str(tmp_path_factory.mktemp('workdir'))
     train.train_and_evaluate(config, workdir)
     return workdir, str(root)
@@ -32,6 +33,9 @@ def test_evaluate_best_checkpoint_reports_per_class_and_confusion(trained, capsy
     assert np.trace(matrix) == result['correct']
     out = capsys.readouterr().out
     assert 'Test set: Average loss:' in out and 'confusion' in out
+    assert 0 <= result['without_ema_accuracy'] <= 1
+    assert (f"config.ema_decay=0.9); the weights themselves: "
+            f"{100 * result['without_ema_accuracy']:.2f}%") in out
     assert all(name in out for name in ('r', 'g', 'b'))
     assert os.path.getsize(os.path.join(workdir, f"confusion_matrix_step{result['step']}.png")) > 1000
 

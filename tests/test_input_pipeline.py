@@ -105,6 +105,26 @@ def test_augmentation_varies_with_the_key_and_repeats_with_it():
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
+def test_cutout_zeroes_one_square_per_image_clipped_at_the_borders():
+    images = jnp.ones((64, 32, 32, 3))
+    out = np.asarray(input_pipeline.random_cutout(jax.random.key(0), images, size=8))
+    zero = out == 0
+    assert np.array_equal(zero, np.repeat(zero[..., :1], 3, -1))  # all channels of a pixel
+    rows, cols = zero[..., 0].any(2), zero[..., 0].any(1)
+    for n in range(64):
+        # The zeros fill the box their rows and columns span, 4 to 8 pixels a side.
+        box = np.outer(rows[n], cols[n])
+        assert np.array_equal(zero[n, ..., 0], box)
+        for side in (rows[n], cols[n]):
+            run = np.flatnonzero(side)
+            assert 4 <= len(run) <= 8 and run[-1] - run[0] == len(run) - 1
+        assert (out[n][~zero[n]] == 1).all()
+    assert (zero.sum((1, 2, 3)) < 8 * 8 * 3).any()  # some squares are clipped by a border
+    assert len({tuple(np.flatnonzero(r)) for r in rows}) > 10  # and they move around
+    again = input_pipeline.random_cutout(jax.random.key(0), images, size=8)
+    assert np.array_equal(out, again)
+
+
 def test_normalize_centres_the_cifar_mean():
     mean = jnp.asarray(input_pipeline.CIFAR10_MEAN) * 255
     x = jnp.broadcast_to(mean, (1, 2, 2, 3))

@@ -170,6 +170,16 @@ def test_checkpoint_of_another_network_is_refused_and_left_alone(folder, tmp_pat
     assert tree_snapshot(tmp_path / 'checkpoints') == before
 
 
+def test_turning_on_the_weight_average_mid_run_is_refused_not_set_aside(folder, tmp_path):
+    train.train_and_evaluate(config_for(folder, num_train_steps=4), str(tmp_path))
+    before = tree_snapshot(tmp_path / 'checkpoints')
+    with pytest.raises(checkpointing.CheckpointMismatchError,
+                       match="config.ema_decay: '<absent>' in the checkpoint, 'on' here"):
+        train.train_and_evaluate(config_for(folder, num_train_steps=8, ema_decay=0.9),
+                                 str(tmp_path))
+    assert tree_snapshot(tmp_path / 'checkpoints') == before
+
+
 def test_checkpoint_without_our_meta_item_is_refused_not_set_aside(folder, tmp_path):
     train.train_and_evaluate(config_for(folder, num_train_steps=4), str(tmp_path))
     shutil.rmtree(tmp_path / 'checkpoints' / '4' / 'meta')
@@ -183,8 +193,8 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_good_checkpoints(folder, t
                                                                       monkeypatch):
     real_step = train.train_step
 
-    def poisoned_step(state, batch, rng, label_smoothing=0.0):
-        new_state, metrics = real_step(state, batch, rng, label_smoothing)
+    def poisoned_step(state, *args):
+        new_state, metrics = real_step(state, *args)
         return new_state, {**metrics, 'loss': jnp.where(state.step == 6, jnp.nan, metrics['loss'])}
 
     monkeypatch.setattr(train, 'train_step', poisoned_step)
@@ -208,6 +218,9 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_good_checkpoints(folder, t
     (dict(label_smoothing=1.0), 'config.label_smoothing=1.0 must be in [0, 1)'),
     (dict(data_shards=-1), 'config.data_shards=-1 must be 0 (one per process) or a multiple'),
     (dict(data_shards=3), 'config.batch_size=8 does not split over config.data_shards=3'),
+    (dict(cutout_size=33), 'config.cutout_size=33 must be an integer from 0 (off) to 32'),
+    (dict(cutout_size=-1), 'config.cutout_size=-1 must be an integer from 0 (off) to 32'),
+    (dict(ema_decay=1.0), 'config.ema_decay=1.0 must be in [0, 1)'),
 ])
 def test_bad_config_fields_are_named(override, message):
     config = smoke.get_config()

@@ -19,10 +19,10 @@ def tiny_config(**overrides):
     return config
 
 
-def make_state(config):
+def make_state(config, ema=False):
     model = train.create_model(config)
     tx = optim.create_optimizer(config, optim.create_learning_rate_fn(config, 10))
-    return train.create_train_state(jax.random.key(0), model, tx)
+    return train.create_train_state(jax.random.key(0), model, tx, ema=ema)
 
 
 def random_batch(n=8, seed=0):
@@ -53,6 +53,27 @@ def test_dropout_key_depends_on_the_step():
     a, _ = step(state, random_batch(), jax.random.key(1))
     b, _ = step(state.replace(step=5), random_batch(), jax.random.key(1))
     assert not np.allclose(a.params['classifier']['kernel'], b.params['classifier']['kernel'])
+
+
+def test_weight_average_follows_the_weights_and_is_what_gets_evaluated():
+    config = tiny_config()
+    step = jax.jit(train.train_step)
+    before = make_state(config, ema=True)
+    after, _ = step(before, random_batch(), jax.random.key(1), 0.1, 0.9)
+    plain, _ = step(make_state(config), random_batch(), jax.random.key(1), 0.1)
+    # The average rides along: the weights are those of the run without it.
+    assert jax.tree.all(jax.tree.map(np.array_equal, plain.params, after.params))
+    decay = 2 / 11  # held below (1 + step) / (10 + step) at step 1
+    expected = jax.tree.map(lambda old, new: decay * old + (1 - decay) * new,
+                            train.raw_variables(before), train.raw_variables(after))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+                 after.ema, expected)
+    assert float(train.ema_decay_at(jnp.asarray(10_000), 0.9)) == pytest.approx(0.9)
+    images = random_batch()['image']
+    np.testing.assert_array_equal(train.predict_logits(after, images, ema=False),
+                                  train.predict_logits(plain, images))
+    assert not np.allclose(train.predict_logits(after, images),
+                           train.predict_logits(after, images, ema=False))
 
 
 def test_eval_step_masks_padding():
@@ -113,8 +134,9 @@ def test_resume_from_a_mid_epoch_checkpoint_equals_the_uninterrupted_run(learnab
                                                                         tmp_path):
     # 96 images / batch 8 = 12 steps an epoch; 3 epochs; checkpoints every 5 steps and at
     # epoch ends. The interrupted run keeps only step 15 (mid epoch 1) and is run again.
+    # Cutout and the weight average are on, so that their random and running state resumes too.
     config = tiny_config(dataset=learnable_folder, num_epochs=3, checkpoint_every_steps=5,
-                         max_checkpoints_to_keep=20)
+                         max_checkpoints_to_keep=20, cutout_size=8, ema_decay=0.9)
     whole = train.train_and_evaluate(config, str(tmp_path / 'whole'))
     train.train_and_evaluate(config, str(tmp_path / 'cut'))
     ckpt = tmp_path / 'cut' / 'checkpoints'
@@ -125,8 +147,9 @@ def test_resume_from_a_mid_epoch_checkpoint_equals_the_uninterrupted_run(learnab
             shutil.rmtree(ckpt / str(step))
     resumed = train.train_and_evaluate(config, str(tmp_path / 'cut'))
     assert int(resumed.step) == int(whole.step) == 36
-    same = jax.tree.map(np.array_equal, (whole.params, whole.batch_stats, whole.opt_state),
-                        (resumed.params, resumed.batch_stats, resumed.opt_state))
+    same = jax.tree.map(np.array_equal,
+                        (whole.params, whole.batch_stats, whole.opt_state, whole.ema),
+                        (resumed.params, resumed.batch_stats, resumed.opt_state, resumed.ema))
     assert all(jax.tree.leaves(same))
     whole_metrics = read_metrics(tmp_path / 'whole')
     assert read_metrics(tmp_path / 'cut')[-1]['test_accuracy'] == whole_metrics[-1]['test_accuracy']
