@@ -10,7 +10,8 @@ Measures, through the same functions `main.py` trains with (`train.setup_run`):
                       compilation cache holds it, as main.py uses it)
   train_images_per_s  the jitted step alone, on the device-resident training split
   epoch_images_per_s  one real epoch (`Run.train_epoch`: epoch order, host bookkeeping,
-                      progress and metrics) over the config's dataset
+                      progress and metrics, config.steps_per_dispatch steps per call) over
+                      the config's dataset
   eval_images_per_s   the whole test split through the evaluation step
   flops_per_image     XLA's cost analysis of the train step (forward, backward, update) / batch
   gflops_per_s        flops_per_image x train_images_per_s
@@ -118,6 +119,7 @@ def measure(config) -> dict:
         'model': config.model, 'batch_size': config.batch_size,
         'half_precision': bool(config.half_precision), 'dataset': config.dataset,
         'depthwise_implementation': config.model_args.get('depthwise_implementation', 'auto'),
+        'steps_per_dispatch': config.get('steps_per_dispatch', 1),
         'backend': jax.default_backend(), 'devices': jax.device_count(),
         'device_kind': jax.devices()[0].device_kind, 'cpu_threads': len(os.sched_getaffinity(0)),
         'jax': jax.__version__, 'python': platform.python_version(),

@@ -128,9 +128,9 @@ def predict_logits(state: TrainState, images: jax.Array, flip: bool = False,
     return logits
 
 
-def eval_step(state: TrainState, batch: dict, flip: bool = False):
+def eval_step(state: TrainState, batch: dict, flip: bool = False, ema: bool = True):
     """Summed loss and correct count over the examples whose `mask` is true."""
-    logits = predict_logits(state, batch['image'], flip)
+    logits = predict_logits(state, batch['image'], flip, ema)
     mask = batch['mask']
     loss = cross_entropy(logits, batch['label'])
     return {'loss_sum': jnp.sum(jnp.where(mask, loss, 0.0)),
@@ -144,14 +144,13 @@ def epoch_order(seed: int, epoch: int, num_examples: int, shards: int = 1) -> np
     return data_parallel.epoch_order(rng, num_examples, shards)
 
 
-def make_train_fn(config: ml_collections.ConfigDict, mesh: Mesh):
+def make_train_fn(config: ml_collections.ConfigDict, mesh: Mesh, jit: bool = True):
     """Jitted: gather batch `index` from each host's shards, augment, normalize, step."""
     base_rng = jax.random.key(config.seed)
     augment_rng = jax.random.fold_in(base_rng, AUGMENT_STREAM)
     dropout_rng = jax.random.fold_in(base_rng, DROPOUT_STREAM)
     cutout_rng = jax.random.fold_in(base_rng, CUTOUT_STREAM)
 
-    @functools.partial(jax.jit, donate_argnums=0)
     def train_fn(state, images, labels, orders, index):
         ids = data_parallel.shard_batch_ids(orders, index, config.batch_size // len(orders),
                                             mesh.shape[data_parallel.HOSTS])
@@ -168,7 +167,25 @@ def make_train_fn(config: ml_collections.ConfigDict, mesh: Mesh):
         return train_step(state, data_parallel.split_over_devices(mesh, batch), dropout_rng,
                           config.label_smoothing, config.get('ema_decay', 0.0))
 
-    return train_fn
+    return jax.jit(train_fn, donate_argnums=0) if jit else train_fn
+
+
+def make_multi_step_fn(config: ml_collections.ConfigDict, mesh: Mesh, num_steps: int):
+    """Jitted: batches `index` .. `index + num_steps - 1` in one call, metrics stacked.
+
+    One dispatch and one loop on the device instead of `num_steps` round trips through
+    Python: the host's per-step cost disappears where the step itself is short. Each step is
+    the one `make_train_fn` compiles, with the same keys, so the run is the same.
+    """
+    one_step = make_train_fn(config, mesh, jit=False)
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def train_steps(state, images, labels, orders, index):
+        def body(state, offset):
+            return one_step(state, images, labels, orders, index + offset)
+        return jax.lax.scan(body, state, jnp.arange(num_steps))
+
+    return train_steps
 
 
 class HostSplit(NamedTuple):
@@ -187,8 +204,11 @@ def host_split(mesh: Mesh, local: input_pipeline.Split, rows_per_host: int) -> H
     return HostSplit(*(data_parallel.by_host(mesh, x) for x in (*padded, valid)))
 
 
-def make_evaluate(mesh: Mesh, batch_size: int, flip: bool = False):
-    """evaluate(state, split) -> mean loss and accuracy; the batch step compiles once."""
+def make_evaluate(mesh: Mesh, batch_size: int, flip: bool = False, ema: bool = True):
+    """evaluate(state, split) -> mean loss and accuracy; the batch step compiles once.
+
+    flip: test-time flipping; ema: the weights' moving average where the state keeps one.
+    """
     hosts = mesh.shape[data_parallel.HOSTS]
     per_host = -(-batch_size // hosts)
 
@@ -203,7 +223,7 @@ def make_evaluate(mesh: Mesh, batch_size: int, flip: bool = False):
             mesh, (split.images, split.labels, split.valid), ids)
         batch = {'image': input_pipeline.normalize(images), 'label': labels,
                  'mask': valid & jnp.tile(positions < rows_per_host, hosts)}
-        return eval_step(state, data_parallel.split_over_devices(mesh, batch), flip)
+        return eval_step(state, data_parallel.split_over_devices(mesh, batch), flip, ema)
 
     def evaluate(state: TrainState, split: HostSplit) -> dict:
         num_batches = -(-split.labels.shape[0] // hosts // per_host)
@@ -245,15 +265,17 @@ class EpochSums:
             (saved['loss'], saved['correct'], saved['count']) if saved else (0.0, 0, 0))
 
     def add(self, fetched: list, first_step: int):
-        for offset, m in enumerate(fetched):
-            loss = float(m['loss'])
+        """`fetched`: the metrics of consecutive steps, each entry one step's or stacked."""
+        losses, corrects, counts = (np.concatenate([np.atleast_1d(m[k]) for m in fetched])
+                                    for k in ('loss', 'correct', 'count'))
+        for offset, (loss, correct, count) in enumerate(zip(losses, corrects, counts)):
             if not np.isfinite(loss):
                 raise FloatingPointError(
                     f'training loss became {loss} at step {first_step + offset}; stopping. '
                     f'The checkpoints saved before it are kept.')
-            self.loss += loss * int(m['count'])
-            self.correct += int(m['correct'])
-            self.count += int(m['count'])
+            self.loss += float(loss) * int(count)
+            self.correct += int(correct)
+            self.count += int(count)
 
     def as_dict(self) -> dict:
         return {'loss': self.loss, 'correct': self.correct, 'count': self.count}
@@ -308,6 +330,7 @@ class Run:
     shards: int
     test: HostSplit
     train_fn: Any
+    train_steps: Any  # config.steps_per_dispatch steps per call; None when that is 1
     evaluate: Any
     # For logging; jitted: called eagerly, its first call compiles each primitive (~1.3 s).
     learning_rate_fn: optax.Schedule
@@ -326,31 +349,49 @@ class Run:
         self.checkpoints.save(step, state, {**self.meta, 'epoch_sums': sums.as_dict()},
                               test_accuracy)
 
+    def steps_in_next_call(self, index: int, last: int, step: int) -> int:
+        """config.steps_per_dispatch when batch `index` starts a block of that many that ends
+        by the epoch's end and passes no checkpoint; otherwise 1.
+
+        A function of the step alone: the many-step program rounds differently from the
+        one-step program, so a resumed run must call the same one at each step as the
+        uninterrupted run did.
+        """
+        many = self.config.get('steps_per_dispatch', 1)
+        every = self.config.checkpoint_every_steps
+        passes_checkpoint = every > 0 and step % every + many > every
+        fits = index % many == 0 and index + many <= last and not passes_checkpoint
+        return many if many > 1 and fits else 1
+
     def train_epoch(self, state, step: int, epoch: int, sums: EpochSums, preempted):
         """Trains from `step` to the epoch's end; saves and raises Preempted on SIGTERM."""
         config, (images, labels) = self.config, self.train
         order = data_parallel.by_host(self.mesh, data_parallel.host_block(
             epoch_order(config.seed, epoch, self.num_train_examples, self.shards)))
-        first = step - epoch * self.steps_per_epoch
+        index = step - epoch * self.steps_per_epoch  # of the next batch in the epoch
         last = min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
         self.say(f'\nEPOCH: {epoch}')
-        bar = tqdm(range(first, last), disable=not self.is_chief, initial=first, total=last)
-        pending = []
-        for index in bar:
-            state, metrics = self.train_fn(state, images, labels, order, index)
-            step += 1
+        bar = tqdm(disable=not self.is_chief, initial=index, total=last)
+        pending, first_pending = [], step
+        while index < last:
+            count = self.steps_in_next_call(index, last, step)
+            train_fn = self.train_fn if count == 1 else self.train_steps
+            state, metrics = train_fn(state, images, labels, order, index)
+            index, step = index + count, step + count
             pending.append(metrics)
-            stopping = preempted() and index < last - 1  # at the epoch's end: after the test
-            checkpoint_due = (config.checkpoint_every_steps > 0 and index < last - 1
+            bar.update(count)
+            stopping = preempted() and index < last  # at the epoch's end: after the test
+            checkpoint_due = (config.checkpoint_every_steps > 0 and index < last
                               and step % config.checkpoint_every_steps == 0)
-            if (len(pending) == config.log_every_steps or index == last - 1
+            if (index % config.log_every_steps == 0 or index == last
                     or checkpoint_due or stopping):
                 # Waits for these steps only: later ones are not dispatched yet. Raises on a
                 # non-finite loss before anything after it is saved.
-                sums.add(jax.device_get(pending), step - len(pending) + 1)
-                pending = []
-                loss = float(metrics['loss'])
-                bar.set_description(f'Loss={loss} Batch_id={index} '
+                fetched = jax.device_get(pending)
+                sums.add(fetched, first_pending + 1)
+                pending, first_pending = [], step
+                loss = float(np.atleast_1d(fetched[-1]['loss'])[-1])
+                bar.set_description(f'Loss={loss} Batch_id={index - 1} '
                                     f'Accuracy={100 * sums.correct / sums.count:.2f}')
                 self.writer.write_scalars(step, {'train/loss': loss, 'train/learning_rate':
                                                  self.learning_rate_fn(step - 1)})
@@ -403,6 +444,8 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str):
     step = int(state.step)
     run = Run(config, workdir, mesh, train, num_train, shards, test,
               make_train_fn(config, mesh),
+              (make_multi_step_fn(config, mesh, config.steps_per_dispatch)
+               if config.get('steps_per_dispatch', 1) > 1 else None),
               make_evaluate(mesh, config.eval_batch_size, config.get('eval_flip', False)),
               jax.jit(learning_rate_fn), checkpoints,
               metric_writers.MetricWriter(workdir, enabled=is_chief, resume_step=step),

@@ -68,6 +68,11 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
     _require(isinstance(cutout, int) and 0 <= cutout <= input_pipeline.IMAGE_SHAPE[0],
              f'config.cutout_size={cutout!r} must be an integer from 0 (off) to '
              f'{input_pipeline.IMAGE_SHAPE[0]}')
+    per_call = config.get('steps_per_dispatch', 1)
+    _require(isinstance(per_call, int) and per_call >= 1
+             and config.log_every_steps % per_call == 0,
+             f'config.steps_per_dispatch={per_call!r} must be a positive integer that divides '
+             f'config.log_every_steps={config.log_every_steps} (progress is read between calls)')
     ema_decay = config.get('ema_decay', 0.0)
     _require(0.0 <= ema_decay < 1.0, f'config.ema_decay={ema_decay} must be in [0, 1)')
     _require(config.checkpoint_every_steps == -1 or config.checkpoint_every_steps > 0,

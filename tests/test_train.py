@@ -130,13 +130,18 @@ def test_learns_a_small_dataset_and_prints_the_seed_lines(learnable_folder, tmp_
     assert os.listdir(tmp_path / 'tensorboard')
 
 
+@pytest.mark.parametrize('options', [
+    {},
+    # Their random and running state resumes too; calls of 4 steps (a scan) mix with single
+    # steps around checkpoints and epoch ends.
+    dict(cutout_size=8, ema_decay=0.9, steps_per_dispatch=4, log_every_steps=4),
+], ids=['plain', 'cutout-ema-4-steps-per-call'])
 def test_resume_from_a_mid_epoch_checkpoint_equals_the_uninterrupted_run(learnable_folder,
-                                                                        tmp_path):
+                                                                        tmp_path, options):
     # 96 images / batch 8 = 12 steps an epoch; 3 epochs; checkpoints every 5 steps and at
     # epoch ends. The interrupted run keeps only step 15 (mid epoch 1) and is run again.
-    # Cutout and the weight average are on, so that their random and running state resumes too.
     config = tiny_config(dataset=learnable_folder, num_epochs=3, checkpoint_every_steps=5,
-                         max_checkpoints_to_keep=20, cutout_size=8, ema_decay=0.9)
+                         max_checkpoints_to_keep=20, **options)
     whole = train.train_and_evaluate(config, str(tmp_path / 'whole'))
     train.train_and_evaluate(config, str(tmp_path / 'cut'))
     ckpt = tmp_path / 'cut' / 'checkpoints'
@@ -148,8 +153,9 @@ def test_resume_from_a_mid_epoch_checkpoint_equals_the_uninterrupted_run(learnab
     resumed = train.train_and_evaluate(config, str(tmp_path / 'cut'))
     assert int(resumed.step) == int(whole.step) == 36
     same = jax.tree.map(np.array_equal,
-                        (whole.params, whole.batch_stats, whole.opt_state, whole.ema),
-                        (resumed.params, resumed.batch_stats, resumed.opt_state, resumed.ema))
+                        (whole.params, whole.batch_stats, whole.opt_state, train.ema_of(whole)),
+                        (resumed.params, resumed.batch_stats, resumed.opt_state,
+                         train.ema_of(resumed)))
     assert all(jax.tree.leaves(same))
     whole_metrics = read_metrics(tmp_path / 'whole')
     assert read_metrics(tmp_path / 'cut')[-1]['test_accuracy'] == whole_metrics[-1]['test_accuracy']
@@ -176,6 +182,33 @@ def test_train_and_eval_steps_compile_once_for_a_whole_run(learnable_folder, tmp
     # 36 train steps and 3 evaluations of 5 batches each, one compilation of each step.
     assert sum('train_fn' in m for m in compiled) == 1
     assert sum('eval_fn' in m for m in compiled) == 1
+
+
+def test_many_steps_per_call_train_as_one_step_per_call_and_compile_once(learnable_folder,
+                                                                          tmp_path, caplog):
+    # 12 steps an epoch, 2 epochs, checkpoints every 5 steps: calls of 4 steps where they fit.
+    runs = {}
+    jax.config.update('jax_log_compiles', True)
+    try:
+        for per_call in (1, 4):
+            caplog.clear()
+            with caplog.at_level(logging.WARNING):
+                runs[per_call] = train.train_and_evaluate(
+                    tiny_config(dataset=learnable_folder, steps_per_dispatch=per_call,
+                                log_every_steps=4, checkpoint_every_steps=5),
+                    str(tmp_path / str(per_call)))
+            compiled = [r.getMessage() for r in caplog.records
+                        if r.getMessage().startswith('Compiling')]
+    finally:
+        jax.config.update('jax_log_compiles', False)
+    assert sum('train_steps' in m for m in compiled) == 1  # of the run with 4 per call
+    assert sum('train_fn' in m for m in compiled) == 1
+    assert int(runs[4].step) == int(runs[1].step) == 24
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+                 runs[4].params, runs[1].params)  # the scan rounds differently, nothing more
+    metrics = [read_metrics(tmp_path / str(per_call)) for per_call in (1, 4)]
+    for one, many in zip(*metrics):
+        assert many['train_loss'] == pytest.approx(one['train_loss'], rel=1e-4)
 
 
 def test_sharded_epoch_order_restricts_one_permutation_to_each_shard():
