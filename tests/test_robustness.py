@@ -1,4 +1,5 @@
 """Never lose a run: kills, preemption, damaged checkpoints, mismatches, NaNs, bad config."""
+import importlib
 import os
 import shutil
 import signal
@@ -230,6 +231,12 @@ def test_bad_config_fields_are_named(override, message):
     with pytest.raises(validation.ConfigError, match=message.replace('[', r'\[').replace('(', r'\(')
                        .replace(')', r'\)').replace('.', r'\.')):
         validation.validate_config(config)
+
+
+@pytest.mark.parametrize('name', ['default', 'seed', 'smoke', 'tpu'])
+def test_every_shipped_config_is_valid(name):
+    config = importlib.import_module(f'configs.{name}').get_config()
+    validation.validate_config(config, num_devices=8)
 
 
 @pytest.mark.parametrize('rate', [-0.1, 1.0, 1.5])
