@@ -15,7 +15,7 @@ import tensorflow as tf
 matplotlib.use('Agg')  # files only; no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 
-from flax_cifar import checkpointing, input_pipeline, optim, train  # noqa: E402
+from flax_cifar import checkpointing, input_pipeline, optim, train, validation  # noqa: E402
 from flax_cifar.errors import InputError  # noqa: E402
 
 
@@ -34,7 +34,7 @@ def restore_for_inference(workdir: str, which: str = 'best'):
     state = train.create_train_state(
         jax.random.key(0), model,
         optim.create_optimizer(config, optim.create_learning_rate_fn(config, 1)),
-        ema=train.uses_ema(config))
+        ema=validation.uses_ema(config))
     state, _ = checkpoints.restore(step, state, meta['architecture'])
     checkpoints.close()
     return state, config, class_names, step

@@ -121,7 +121,8 @@ def predict_logits(state: TrainState, images: jax.Array, flip: bool = False,
     """Logits of normalized images; flip=True averages each image's with its mirror image's
     (test-time augmentation: the network was trained on both). The moving average of the
     weights is used where the state has one, unless ema=False."""
-    variables = ema_of(state) if ema and ema_of(state) is not None else raw_variables(state)
+    averaged = ema_of(state) if ema else None
+    variables = raw_variables(state) if averaged is None else averaged
     logits = state.apply_fn(variables, images, train=False)
     if flip:
         logits = (logits + state.apply_fn(variables, images[:, :, ::-1], train=False)) / 2
@@ -312,10 +313,6 @@ def plan_steps(config: ml_collections.ConfigDict, num_examples: int,
     return steps_per_epoch, total_steps
 
 
-def uses_ema(config: ml_collections.ConfigDict) -> bool:
-    return config.get('ema_decay', 0.0) > 0
-
-
 def load_host_data(config: ml_collections.ConfigDict, mesh: Mesh, shards: int):
     """Reads and decodes this process's rows only, and puts them on its devices.
 
@@ -455,7 +452,7 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str):
     learning_rate_fn = optim.create_learning_rate_fn(config, total_steps)
     state = create_train_state(
         jax.random.fold_in(jax.random.key(config.seed), INIT_STREAM), model,
-        optim.create_optimizer(config, learning_rate_fn), ema=uses_ema(config))
+        optim.create_optimizer(config, learning_rate_fn), ema=validation.uses_ema(config))
     meta = {'architecture': {**validation.architecture(config), 'num_classes': len(class_names)},
             'config': config.to_dict(), 'class_names': class_names}
     checkpoints = checkpointing.Checkpoints(workdir, config.max_checkpoints_to_keep)

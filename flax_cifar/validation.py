@@ -88,13 +88,18 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
         _require(os.path.isdir(root), f'config.dataset: folder {root!r} does not exist')
 
 
+def uses_ema(config: ml_collections.ConfigDict) -> bool:
+    """Whether the run keeps a moving average of its weights (config.ema_decay > 0)."""
+    return config.get('ema_decay', 0.0) > 0
+
+
 def architecture(config: ml_collections.ConfigDict) -> dict:
     """The part of `config` that fixes what a checkpoint holds, as plain JSON-able values:
     the parameter shapes, and whether a moving average of them is kept (an entry only when
     it is, so that checkpoints from before the average existed still match)."""
     plain = config.to_dict()
     fields = {name: plain[name] for name in ARCHITECTURE_FIELDS}
-    if config.get('ema_decay', 0.0) > 0:
+    if uses_ema(config):
         fields['ema_decay'] = 'on'
     return _jsonable(fields)
 

@@ -29,11 +29,12 @@ for job in jobs:
     no_flip = train.make_evaluate(run.mesh, config.eval_batch_size, False)(state, run.test)
     flip = train.make_evaluate(run.mesh, config.eval_batch_size, True)(state, run.test)
     recs = run.writer.records
-    if train.ema_of(state) is not None:  # the weights themselves, beside their average
+    raw = {}  # the weights themselves, beside their moving average
+    if train.ema_of(state) is not None:
         for name, f in (('acc_raw', False), ('acc_flip_raw', True)):
-            raw = train.make_evaluate(run.mesh, config.eval_batch_size, f, ema=False)(state, run.test)
-            job[name] = round(100 * raw['accuracy'], 2)
-    result = dict(job, params=models.param_count(state.params), seconds=round(time.time() - start, 1),
+            raw_result = train.make_evaluate(run.mesh, config.eval_batch_size, f, ema=False)(state, run.test)
+            raw[name] = round(100 * raw_result['accuracy'], 2)
+    result = dict(job, **raw, params=models.param_count(state.params), seconds=round(time.time() - start, 1),
                   acc=round(100 * no_flip['accuracy'], 2), acc_flip=round(100 * flip['accuracy'], 2),
                   per_epoch=[round(100 * r['test_accuracy'], 2) for r in recs],
                   train_acc=round(100 * recs[-1]['train_accuracy'], 2),
