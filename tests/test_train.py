@@ -205,7 +205,7 @@ def test_many_steps_per_call_train_as_one_step_per_call_and_compile_once(learnab
     assert sum('train_fn' in m for m in compiled) == 1
     assert int(runs[4].step) == int(runs[1].step) == 24
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
-                 runs[4].params, runs[1].params)  # the scan rounds differently, nothing more
+                 runs[4].params, runs[1].params)  # the bigger program rounds differently
     metrics = [read_metrics(tmp_path / str(per_call)) for per_call in (1, 4)]
     for one, many in zip(*metrics):
         assert many['train_loss'] == pytest.approx(one['train_loss'], rel=1e-4)

@@ -6,6 +6,7 @@ from flax_cifar import models, train
 
 jobs_path, worker, workers, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 jobs = json.load(open(jobs_path))[worker::workers]
+train.use_compilation_cache()  # the seeds of one config compile once
 for job in jobs:
     config = {'default': default, 'seed': seed_config}[job['config']].get_config()
     for key, value in job.get('set', {}).items():
