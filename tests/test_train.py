@@ -132,7 +132,7 @@ def test_learns_a_small_dataset_and_prints_the_seed_lines(learnable_folder, tmp_
 
 @pytest.mark.parametrize('options', [
     {},
-    # Their random and running state resumes too; calls of 4 steps (a scan) mix with single
+    # Their random and running state resumes too; calls of 4 steps (one program) mix with single
     # steps around checkpoints and epoch ends.
     dict(cutout_size=8, ema_decay=0.9, steps_per_dispatch=4, log_every_steps=4),
 ], ids=['plain', 'cutout-ema-4-steps-per-call'])

@@ -1,8 +1,9 @@
 """Runs 15-epoch trainings (jobs[worker::workers] of a JSON job list); see README.md here."""
 import json, os, sys, time
 import jax
+import numpy as np
 from configs import default, seed as seed_config
-from flax_cifar import models, train
+from flax_cifar import evaluation, input_pipeline, models, train
 
 jobs_path, worker, workers, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 jobs = json.load(open(jobs_path))[worker::workers]
@@ -20,25 +21,22 @@ for job in jobs:
         config.model_args.depthwise_implementation = os.environ['DEPTHWISE']
     workdir = f"/tmp/sweep/{job['name']}"
     start = time.time()
-    run, state, step, sums = train.setup_run(config, workdir)
-    for epoch in range(run.total_steps // run.steps_per_epoch):
-        t = time.time()
-        state, step = run.train_epoch(state, step, epoch, sums, lambda: False)
-        run.end_epoch(state, step, epoch, sums, time.time() - t)
-        sums = train.EpochSums()
-    run.checkpoints.close()
-    no_flip = train.make_evaluate(run.mesh, config.eval_batch_size, False)(state, run.test)
-    flip = train.make_evaluate(run.mesh, config.eval_batch_size, True)(state, run.test)
-    recs = run.writer.records
+    state = train.train_and_evaluate(config, workdir)  # what main.py runs
+    test = input_pipeline.load_split(config.dataset, 'test')
+
+    def accuracy(flip, ema=True):
+        log_p = evaluation.predict_log_probabilities(state, test.images, config.eval_batch_size,
+                                                     flip, ema)
+        return round(100 * float(np.mean(log_p.argmax(-1) == test.labels)), 2)
+
+    records = [json.loads(line) for line in open(f'{workdir}/metrics.jsonl')]
     raw = {}  # the weights themselves, beside their moving average
     if train.ema_of(state) is not None:
-        for name, f in (('acc_raw', False), ('acc_flip_raw', True)):
-            raw_result = train.make_evaluate(run.mesh, config.eval_batch_size, f, ema=False)(state, run.test)
-            raw[name] = round(100 * raw_result['accuracy'], 2)
+        raw = {'acc_raw': accuracy(False, ema=False), 'acc_flip_raw': accuracy(True, ema=False)}
     result = dict(job, **raw, params=models.param_count(state.params), seconds=round(time.time() - start, 1),
-                  acc=round(100 * no_flip['accuracy'], 2), acc_flip=round(100 * flip['accuracy'], 2),
-                  per_epoch=[round(100 * r['test_accuracy'], 2) for r in recs],
-                  train_acc=round(100 * recs[-1]['train_accuracy'], 2),
+                  acc=accuracy(False), acc_flip=accuracy(True),
+                  per_epoch=[round(100 * r['test_accuracy'], 2) for r in records],
+                  train_acc=round(100 * records[-1]['train_accuracy'], 2),
                   depthwise=config.model_args.get('depthwise_implementation', 'auto'),
                   device=jax.devices()[0].device_kind, jax=jax.__version__)
     print('RESULT ' + json.dumps(result), flush=True)
