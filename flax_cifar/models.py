@@ -49,14 +49,45 @@ class Dropout(nn.Module):
 
 
 class Pool(nn.Module):
-    """Average or max pooling as a module, so that it shows in the summary and the RF."""
+    """Average or max pooling as a module, so that it shows in the summary and the RF.
+
+    Max pooling over non-overlapping windows that tile the image is computed as a reshape
+    and a max: the same outputs, and a backward pass that XLA fuses into elementwise work,
+    where `nn.max_pool`'s select-and-scatter took 30-55x its forward on CPU (the default
+    network's three pools: 474 ms of backward against 11 ms of forward, README, Speed). Only
+    exact ties differ: their gradient is split between them instead of going to one.
+    """
     kind: str  # 'avg' or 'max'
     window: int
     stride: int
 
     def __call__(self, x):
+        n, h, w, c = x.shape
+        k = self.window
+        if self.kind == 'max' and self.stride == k and h % k == 0 and w % k == 0:
+            return x.reshape(n, h // k, k, w // k, k, c).max(axis=(2, 4))
         pool = nn.avg_pool if self.kind == 'avg' else nn.max_pool
-        return pool(x, (self.window, self.window), strides=(self.stride, self.stride))
+        return pool(x, (k, k), strides=(self.stride, self.stride))
+
+
+class PointwiseConv(nn.Module):
+    """A 1x1 conv: `nn.Conv(features, (1, 1), use_bias=False)` with the same parameter
+    (`kernel`, shape (1, 1, in, features), same init) and the same outputs and gradients,
+    computed as a matrix product over the channel axis.
+
+    XLA's CPU backend computes a 1x1 convolution's weight gradient as a convolution over the
+    batch, 3-20x slower than its forward (`benchmarks/layer_profile.py`); as a dot both
+    passes are matrix products.
+    """
+    features: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param('kernel', nn.initializers.lecun_normal(),
+                            (1, 1, x.shape[-1], self.features), jnp.float32)
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        return jnp.dot(x, kernel[0, 0])
 
 
 IMPLEMENTATIONS = ('auto', 'shifts', 'conv')
@@ -133,8 +164,7 @@ class SeparableConv(nn.Module):
             x = nn.Conv(in_features, (3, 3), strides=self.stride, padding=self.padding,
                         kernel_dilation=self.dilation, use_bias=False, dtype=self.dtype,
                         name='depthwise')(x)
-        return nn.Conv(self.features, (1, 1), use_bias=False, dtype=self.dtype,
-                       name='pointwise')(x)
+        return PointwiseConv(self.features, self.dtype, name='pointwise')(x)
 
 
 # The seed's table, one row per conv unit: (features, dilation, stride, padding, separable).
@@ -252,7 +282,7 @@ class LayerRow:
 
 
 # Modules that get a row of their own: the leaves a reader thinks of as layers.
-_LEAF_LAYERS = (nn.Conv, DepthwiseConv, nn.Dense, nn.BatchNorm, Dropout, Pool)
+_LEAF_LAYERS = (nn.Conv, DepthwiseConv, PointwiseConv, nn.Dense, nn.BatchNorm, Dropout, Pool)
 
 
 def _kernel_geometry(module) -> tuple[int, int, int]:

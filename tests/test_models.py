@@ -8,20 +8,21 @@ from flax_cifar.errors import InputError
 
 # The seed's summary table: (layer type, output shape as (H, W, C), parameters), per row
 # that Flax has as a module (ReLU is a function here, and the two convs of each
-# "depthwise_separable_conv" are rows of their own, as in the seed's table).
+# "depthwise_separable_conv" are rows of their own, as in the seed's table; the 1x1 one is a
+# `PointwiseConv`, an `nn.Conv` computed as a matrix product).
 SEED_TABLE = [
     ('Conv', (30, 30, 16), 432), ('BatchNorm', (30, 30, 16), 32), ('Dropout', (30, 30, 16), 0),
-    ('Conv', (26, 26, 16), 2304), ('Conv', (26, 26, 32), 512),
+    ('Conv', (26, 26, 16), 2304), ('PointwiseConv', (26, 26, 32), 512),
     ('BatchNorm', (26, 26, 32), 64), ('Dropout', (26, 26, 32), 0),
-    ('Conv', (22, 22, 32), 9216), ('Conv', (22, 22, 32), 1024),
+    ('Conv', (22, 22, 32), 9216), ('PointwiseConv', (22, 22, 32), 1024),
     ('BatchNorm', (22, 22, 32), 64), ('Dropout', (22, 22, 32), 0),
-    ('Conv', (18, 18, 32), 9216), ('Conv', (18, 18, 64), 2048),
+    ('Conv', (18, 18, 32), 9216), ('PointwiseConv', (18, 18, 64), 2048),
     ('BatchNorm', (18, 18, 64), 128), ('Dropout', (18, 18, 64), 0),
-    ('Conv', (7, 7, 64), 36864), ('Conv', (7, 7, 64), 4096),
+    ('Conv', (7, 7, 64), 36864), ('PointwiseConv', (7, 7, 64), 4096),
     ('BatchNorm', (7, 7, 64), 128), ('Dropout', (7, 7, 64), 0),
-    ('Conv', (7, 7, 64), 36864), ('Conv', (7, 7, 64), 4096),
+    ('Conv', (7, 7, 64), 36864), ('PointwiseConv', (7, 7, 64), 4096),
     ('BatchNorm', (7, 7, 64), 128), ('Dropout', (7, 7, 64), 0),
-    ('Conv', (7, 7, 64), 36864), ('Conv', (7, 7, 64), 4096),
+    ('Conv', (7, 7, 64), 36864), ('PointwiseConv', (7, 7, 64), 4096),
     ('BatchNorm', (7, 7, 64), 128), ('Dropout', (7, 7, 64), 0),
     ('Conv', (7, 7, 64), 36864), ('BatchNorm', (7, 7, 64), 128), ('Dropout', (7, 7, 64), 0),
     ('Pool', (1, 1, 64), 0), ('Conv', (1, 1, 10), 640),
@@ -77,7 +78,7 @@ def test_seed_receptive_field_by_hand():
     # dilated conv: 19, then the jump is 2. Three 3x3 convs at jump 2: 19+4+4+4 = 31.
     # The 7x7 average pool at jump 2: 31 + 6*2 = 43. The 1x1 classifier adds nothing.
     rows = models.layer_table(models.SeedNet())
-    assert [r.receptive_field for r in rows if r.kind in ('Conv', 'Pool')] == [
+    assert [r.receptive_field for r in rows if r.kind in ('Conv', 'PointwiseConv', 'Pool')] == [
         3, 7, 7, 11, 11, 15, 15, 19, 19, 23, 23, 27, 27, 31, 43, 43]
     assert 'Receptive field: 43x43 pixels' in models.summarize(models.SeedNet())
 
@@ -132,6 +133,32 @@ def test_shifted_depthwise_conv_equals_grouped_nn_conv(stride, dilation, padding
     auto = models.DepthwiseConv((3, 3), stride, padding, dilation)
     assert 'conv_general_dilated' not in str(jax.make_jaxpr(auto.apply)(params, x))
     assert 'conv_general_dilated' in str(jax.make_jaxpr(conv.apply)(params, x))
+
+
+def test_pointwise_conv_equals_a_1x1_nn_conv():
+    x = jax.random.normal(jax.random.key(0), (2, 5, 5, 6))
+    reference = nn.Conv(4, (1, 1), use_bias=False)
+    pointwise = models.PointwiseConv(4)
+    params = reference.init(jax.random.key(1), x)
+    assert jax.tree.all(jax.tree.map(jnp.array_equal, params, pointwise.init(jax.random.key(1), x)))
+    loss = lambda module, params, x: jnp.sum(jnp.sin(module.apply(params, x)))
+    assert jnp.allclose(pointwise.apply(params, x), reference.apply(params, x), atol=1e-5)
+    grads = jax.grad(loss, argnums=(1, 2))(pointwise, params, x)
+    grads_ref = jax.grad(loss, argnums=(1, 2))(reference, params, x)
+    assert jax.tree.all(jax.tree.map(lambda a, b: jnp.allclose(a, b, atol=1e-5), grads, grads_ref))
+    assert 'conv_general_dilated' not in str(jax.make_jaxpr(pointwise.apply)(params, x))
+
+
+@pytest.mark.parametrize('shape, window', [((2, 8, 8, 3), 2), ((1, 9, 6, 2), 3), ((1, 7, 7, 2), 2)])
+def test_max_pool_equals_nn_max_pool_with_its_gradient(shape, window):
+    x = jax.random.normal(jax.random.key(0), shape)  # no ties, where the two would differ
+    pool = models.Pool('max', window, window)
+    reference = lambda x: nn.max_pool(x, (window, window), strides=(window, window))
+    assert jnp.array_equal(pool.apply({}, x), reference(x))
+    grad = jax.grad(lambda x: jnp.sum(jnp.sin(pool.apply({}, x))))(x)
+    assert jnp.array_equal(grad, jax.grad(lambda x: jnp.sum(jnp.sin(reference(x))))(x))
+    tiles = shape[1] % window == 0 and shape[2] % window == 0  # else nn.max_pool itself
+    assert ('reduce_window' in str(jax.make_jaxpr(lambda x: pool.apply({}, x))(x))) != tiles
 
 
 def test_depthwise_implementation_is_a_model_argument():
