@@ -44,7 +44,9 @@ class Dropout(nn.Module):
         threshold = round(self.rate * 2 ** 16)  # drop where the 16 bits are below it
         bits = jax.random.bits(self.make_rng('dropout'), ((x.size + 1) // 2,), jnp.uint32)
         halves = jax.lax.bitcast_convert_type(bits, jnp.uint16).reshape(-1)[:x.size]
-        keep = halves.reshape(x.shape) >= threshold
+        # Computed once: without the barrier XLA may fuse the hash into each consumer of the
+        # output, the backward pass's too, and compute the same bits several times.
+        keep = jax.lax.optimization_barrier(halves.reshape(x.shape) >= threshold)
         return jnp.where(keep, x / (1 - threshold / 2 ** 16), jnp.zeros_like(x))
 
 
@@ -70,14 +72,41 @@ class Pool(nn.Module):
         return pool(x, (k, k), strides=(self.stride, self.stride))
 
 
+def _conv_1x1(x, kernel):
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), 'VALID',
+                                        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+@jax.custom_vjp
+def _pointwise(x, kernel):
+    return _conv_1x1(x, kernel)
+
+
+def _pointwise_fwd(x, kernel):
+    return _conv_1x1(x, kernel), (x, kernel)
+
+
+def _pointwise_bwd(residuals, grad):
+    """The input's gradient as autodiff gives it; the kernel's as one matrix product."""
+    x, kernel = residuals
+    _, input_vjp = jax.vjp(lambda x: _conv_1x1(x, kernel), x)
+    kernel_grad = jnp.einsum('nhwc,nhwd->cd', x, grad)[None, None]
+    return input_vjp(grad)[0], kernel_grad.astype(kernel.dtype)
+
+
+_pointwise.defvjp(_pointwise_fwd, _pointwise_bwd)
+
+
 class PointwiseConv(nn.Module):
     """A 1x1 conv: `nn.Conv(features, (1, 1), use_bias=False)` with the same parameter
-    (`kernel`, shape (1, 1, in, features), same init) and the same outputs and gradients,
-    computed as a matrix product over the channel axis.
+    (`kernel`, shape (1, 1, in, features), same init) and the same outputs and gradients.
 
-    XLA's CPU backend computes a 1x1 convolution's weight gradient as a convolution over the
-    batch, 3-20x slower than its forward (`benchmarks/layer_profile.py`); as a dot both
-    passes are matrix products.
+    The forward pass and the input's gradient are XLA's convolution, as in `nn.Conv`; the
+    kernel's gradient is a matrix product over all pixels (`_pointwise_bwd`), where XLA's CPU
+    backend computed a convolution over the batch 3-20x slower than the forward
+    (`benchmarks/layer_profile.py`). As plain dots both ways these layers were fast alone,
+    but the seed network with true depthwise convs (16-64 channels) trained 1.8x slower
+    (README, Speed).
     """
     features: int
     dtype: Any = jnp.float32
@@ -87,10 +116,64 @@ class PointwiseConv(nn.Module):
         kernel = self.param('kernel', nn.initializers.lecun_normal(),
                             (1, 1, x.shape[-1], self.features), jnp.float32)
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-        return jnp.dot(x, kernel[0, 0])
+        return _pointwise(x, kernel)
 
 
 IMPLEMENTATIONS = ('auto', 'shifts', 'conv')
+
+# Images per chunk when the CPU sums a shifted depthwise conv's kernel gradient (see below).
+KERNEL_GRADIENT_CHUNK = 8
+
+
+def _windows(x, kernel_shape, stride: int, dilation: int):
+    """((a, b), strided window of padded x that tap (a, b) of the kernel multiplies)."""
+    (kh, kw), (_, h, w, c) = kernel_shape, x.shape
+    out_h = (h - dilation * (kh - 1) - 1) // stride + 1
+    out_w = (w - dilation * (kw - 1) - 1) // stride + 1
+    for a in range(kh):
+        for b in range(kw):
+            yield (a, b), jax.lax.slice(
+                x, (0, a * dilation, b * dilation, 0),
+                (x.shape[0], a * dilation + (out_h - 1) * stride + 1,
+                 b * dilation + (out_w - 1) * stride + 1, c), (1, stride, stride, 1))
+
+
+def _shifted_depthwise(x, kernel, stride: int, dilation: int):
+    """Depthwise conv of already padded x as k*k shifted multiply-adds (one fused loop)."""
+    windows = _windows(x, kernel.shape[:2], stride, dilation)
+    return sum(window * kernel[a, b, 0] for (a, b), window in windows)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _shifted_depthwise_cpu(x, kernel, stride, dilation):
+    return _shifted_depthwise(x, kernel, stride, dilation)
+
+
+def _shifted_depthwise_cpu_fwd(x, kernel, stride, dilation):
+    return _shifted_depthwise(x, kernel, stride, dilation), (x, kernel)
+
+
+def _shifted_depthwise_cpu_bwd(stride, dilation, residuals, grad):
+    """The input's gradient as autodiff gives it; the kernel's summed over chunks of
+    KERNEL_GRADIENT_CHUNK images in a lax.map: each tap's sum over the whole batch made XLA's
+    CPU backend stream k*k full-batch products through memory, 5-6x slower than chunks that
+    stay in cache (ad hoc, one core: a 128x32x32x32 input's kernel gradient 132 -> 26 ms)."""
+    x, kernel = residuals
+    _, input_vjp = jax.vjp(lambda x: _shifted_depthwise(x, kernel, stride, dilation), x)
+    pad = -x.shape[0] % KERNEL_GRADIENT_CHUNK  # zero images add nothing to the sums
+    chunks = lambda t: jnp.pad(t, ((0, pad),) + ((0, 0),) * 3).reshape(
+        -1, KERNEL_GRADIENT_CHUNK, *t.shape[1:])
+
+    def chunk_gradient(chunk):
+        x_chunk, grad_chunk = chunk
+        return jnp.stack([jnp.sum(window * grad_chunk, axis=(0, 1, 2)) for _, window in
+                          _windows(x_chunk, kernel.shape[:2], stride, dilation)])
+
+    kernel_grad = jax.lax.map(chunk_gradient, (chunks(x), chunks(grad))).sum(0)
+    return input_vjp(grad)[0], kernel_grad.reshape(kernel.shape).astype(kernel.dtype)
+
+
+_shifted_depthwise_cpu.defvjp(_shifted_depthwise_cpu_fwd, _shifted_depthwise_cpu_bwd)
 
 
 class DepthwiseConv(nn.Module):
@@ -100,7 +183,9 @@ class DepthwiseConv(nn.Module):
     XLA's grouped convolution is slow on CPU and GPU (jax-ml/jax issues 13800, 23713, 26266;
     on one H200 the default network trained 13.7x faster this way), so there it is computed
     as k*k shifted multiply-adds, which XLA fuses into one loop; on TPU (not measured) `lax.conv`
-    with `feature_group_count` is used.
+    with `feature_group_count` is used. On CPU the kernel's gradient is summed in chunks of
+    images (`_shifted_depthwise_cpu_bwd`); a GPU keeps plain autodiff, where a loop over
+    chunks would cost a host round trip each.
     """
     kernel_size: tuple = (3, 3)
     strides: int = 1
@@ -118,26 +203,18 @@ class DepthwiseConv(nn.Module):
         kernel = self.param('kernel', nn.initializers.lecun_normal(),
                             (*self.kernel_size, 1, channels), jnp.float32)
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        backend = jax.default_backend()
         use_shifts = self.implementation == 'shifts' or (
-            self.implementation == 'auto' and jax.default_backend() in ('cpu', 'gpu'))
+            self.implementation == 'auto' and backend in ('cpu', 'gpu'))
         if not use_shifts:
             return jax.lax.conv_general_dilated(
                 x, kernel, (self.strides,) * 2, [(self.padding, self.padding)] * 2,
                 rhs_dilation=(self.kernel_dilation,) * 2, feature_group_count=channels,
                 dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-        p, s, d = self.padding, self.strides, self.kernel_dilation
+        p = self.padding
         x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-        out_h = (x.shape[1] - d * (self.kernel_size[0] - 1) - 1) // s + 1
-        out_w = (x.shape[2] - d * (self.kernel_size[1] - 1) - 1) // s + 1
-        out = 0
-        for a in range(self.kernel_size[0]):
-            for b in range(self.kernel_size[1]):
-                window = jax.lax.slice(
-                    x, (0, a * d, b * d, 0),
-                    (x.shape[0], a * d + (out_h - 1) * s + 1, b * d + (out_w - 1) * s + 1,
-                     channels), (1, s, s, 1))
-                out = out + window * kernel[a, b, 0]
-        return out
+        shifted = _shifted_depthwise_cpu if backend == 'cpu' else _shifted_depthwise
+        return shifted(x, kernel, self.strides, self.kernel_dilation)
 
 
 class SeparableConv(nn.Module):

@@ -135,6 +135,17 @@ def test_shifted_depthwise_conv_equals_grouped_nn_conv(stride, dilation, padding
     assert 'conv_general_dilated' in str(jax.make_jaxpr(conv.apply)(params, x))
 
 
+@pytest.mark.parametrize('stride, dilation', [(1, 2), (2, 1)])
+def test_cpu_kernel_gradient_in_chunks_equals_autodiff(stride, dilation):
+    # 11 images: a batch that chunks of KERNEL_GRADIENT_CHUNK do not divide.
+    x = jax.random.normal(jax.random.key(0), (11, 9, 9, 5))
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, 1, 5))
+    loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k, stride, dilation)))
+    chunked = jax.grad(loss(models._shifted_depthwise_cpu), argnums=(0, 1))(x, kernel)
+    plain = jax.grad(loss(models._shifted_depthwise), argnums=(0, 1))(x, kernel)
+    assert jax.tree.all(jax.tree.map(lambda a, b: jnp.allclose(a, b, atol=1e-4), chunked, plain))
+
+
 def test_pointwise_conv_equals_a_1x1_nn_conv():
     x = jax.random.normal(jax.random.key(0), (2, 5, 5, 6))
     reference = nn.Conv(4, (1, 1), use_bias=False)
@@ -146,7 +157,9 @@ def test_pointwise_conv_equals_a_1x1_nn_conv():
     grads = jax.grad(loss, argnums=(1, 2))(pointwise, params, x)
     grads_ref = jax.grad(loss, argnums=(1, 2))(reference, params, x)
     assert jax.tree.all(jax.tree.map(lambda a, b: jnp.allclose(a, b, atol=1e-5), grads, grads_ref))
-    assert 'conv_general_dilated' not in str(jax.make_jaxpr(pointwise.apply)(params, x))
+    # The kernel's gradient is a matrix product, not a convolution over the batch.
+    kernel_grad = jax.make_jaxpr(jax.grad(lambda p: loss(pointwise, p, x)))(params)
+    assert 'dot_general' in str(kernel_grad)
 
 
 @pytest.mark.parametrize('shape, window', [((2, 8, 8, 3), 2), ((1, 9, 6, 2), 3), ((1, 7, 7, 2), 2)])
