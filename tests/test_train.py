@@ -204,8 +204,12 @@ def test_many_steps_per_call_train_as_one_step_per_call_and_compile_once(learnab
     assert sum('train_steps' in m for m in compiled) == 1  # of the run with 4 per call
     assert sum('train_fn' in m for m in compiled) == 1
     assert int(runs[4].step) == int(runs[1].step) == 24
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
-                 runs[4].params, runs[1].params)  # the bigger program rounds differently
+    # The bigger program fuses and sums in another order, and 24 steps carry the rounding on
+    # (through max pooling's near-ties, among others): the parameters agreed to 4.6e-4 of
+    # their scale; the same batches in another order within a call moved them by 0.047.
+    scale = max(float(jnp.max(jnp.abs(p))) for p in jax.tree.leaves(runs[1].params))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-3 * scale),
+                 runs[4].params, runs[1].params)
     metrics = [read_metrics(tmp_path / str(per_call)) for per_call in (1, 4)]
     for one, many in zip(*metrics):
         assert many['train_loss'] == pytest.approx(one['train_loss'], rel=1e-4)
