@@ -36,7 +36,7 @@ def leaf_calls(model: nn.Module, x: jax.Array) -> list[tuple[str, nn.Module, jax
 
     def record(next_fun, args, kwargs, context):
         if context.method_name == '__call__' and isinstance(context.module,
-                                                           models._LEAF_LAYERS):
+                                                           models.LEAF_LAYERS):
             module = context.module
             calls.append(('/'.join(module.scope.path), module.clone(parent=None), args[0]))
         return next_fun(*args, **kwargs)

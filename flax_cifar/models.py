@@ -359,7 +359,7 @@ class LayerRow:
 
 
 # Modules that get a row of their own: the leaves a reader thinks of as layers.
-_LEAF_LAYERS = (nn.Conv, DepthwiseConv, PointwiseConv, nn.Dense, nn.BatchNorm, Dropout, Pool)
+LEAF_LAYERS = (nn.Conv, DepthwiseConv, PointwiseConv, nn.Dense, nn.BatchNorm, Dropout, Pool)
 
 
 def _kernel_geometry(module) -> tuple[int, int, int]:
@@ -382,7 +382,7 @@ def layer_table(model: nn.Module, input_shape=(32, 32, 3)) -> list[LayerRow]:
     calls = []
 
     def record(module, method_name):
-        if method_name == '__call__' and isinstance(module, _LEAF_LAYERS):
+        if method_name == '__call__' and isinstance(module, LEAF_LAYERS):
             calls.append(module)
             return True
         return False

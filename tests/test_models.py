@@ -107,6 +107,25 @@ def test_unknown_model_and_argument_are_refused_by_name():
         models.create_model('seed', widths=(1, 2))
 
 
+def assert_same_layer(module, reference, x, grad_atol):
+    """`module` has `reference`'s parameter tree and initial values, outputs (1e-5) and
+    gradients to its parameters and input; returns the parameters."""
+    params = reference.init(jax.random.key(1), x)
+    assert jax.tree.all(jax.tree.map(jnp.array_equal, params, module.init(jax.random.key(1), x)))
+    out, out_ref = module.apply(params, x), reference.apply(params, x)
+    assert out.shape == out_ref.shape
+    assert jnp.allclose(out, out_ref, atol=1e-5)
+
+    def loss(layer, params, x):
+        return jnp.sum(jnp.sin(layer.apply(params, x)))
+
+    grads = jax.grad(loss, argnums=(1, 2))(module, params, x)
+    grads_ref = jax.grad(loss, argnums=(1, 2))(reference, params, x)
+    assert jax.tree.all(jax.tree.map(lambda a, b: jnp.allclose(a, b, atol=grad_atol), grads,
+                                     grads_ref))
+    return params
+
+
 @pytest.mark.parametrize('stride, dilation, padding', [(1, 1, 1), (1, 2, 2), (2, 2, 0),
                                                        (2, 1, 1), (1, 2, 0)])
 def test_shifted_depthwise_conv_equals_grouped_nn_conv(stride, dilation, padding):
@@ -114,19 +133,8 @@ def test_shifted_depthwise_conv_equals_grouped_nn_conv(stride, dilation, padding
     reference = nn.Conv(6, (3, 3), strides=stride, padding=padding, kernel_dilation=dilation,
                         feature_group_count=6, use_bias=False)
     shifted = models.DepthwiseConv((3, 3), stride, padding, dilation, implementation='shifts')
-    params = reference.init(jax.random.key(1), x)
-    # Same parameter tree and the same initial values for the same key.
-    assert jax.tree.all(jax.tree.map(jnp.array_equal, params, shifted.init(jax.random.key(1), x)))
-
-    def loss(module, params, x):
-        return jnp.sum(jnp.sin(module.apply(params, x)))
-
-    out_ref, out = reference.apply(params, x), shifted.apply(params, x)
-    assert out.shape == out_ref.shape
-    assert jnp.allclose(out, out_ref, atol=1e-5)
-    grads_ref = jax.grad(loss, argnums=(1, 2))(reference, params, x)
-    grads = jax.grad(loss, argnums=(1, 2))(shifted, params, x)
-    assert jax.tree.all(jax.tree.map(lambda a, b: jnp.allclose(a, b, atol=1e-4), grads, grads_ref))
+    params = assert_same_layer(shifted, reference, x, grad_atol=1e-4)
+    out_ref = reference.apply(params, x)
     conv = models.DepthwiseConv((3, 3), stride, padding, dilation, implementation='conv')
     assert jnp.allclose(conv.apply(params, x), out_ref, atol=1e-5)
     # 'auto' picks the shifts on CPU (and GPU): no convolution left in the program.
@@ -150,13 +158,8 @@ def test_pointwise_conv_equals_a_1x1_nn_conv():
     x = jax.random.normal(jax.random.key(0), (2, 5, 5, 6))
     reference = nn.Conv(4, (1, 1), use_bias=False)
     pointwise = models.PointwiseConv(4)
-    params = reference.init(jax.random.key(1), x)
-    assert jax.tree.all(jax.tree.map(jnp.array_equal, params, pointwise.init(jax.random.key(1), x)))
+    params = assert_same_layer(pointwise, reference, x, grad_atol=1e-5)
     loss = lambda module, params, x: jnp.sum(jnp.sin(module.apply(params, x)))
-    assert jnp.allclose(pointwise.apply(params, x), reference.apply(params, x), atol=1e-5)
-    grads = jax.grad(loss, argnums=(1, 2))(pointwise, params, x)
-    grads_ref = jax.grad(loss, argnums=(1, 2))(reference, params, x)
-    assert jax.tree.all(jax.tree.map(lambda a, b: jnp.allclose(a, b, atol=1e-5), grads, grads_ref))
     # The kernel's gradient is a matrix product, not a convolution over the batch.
     kernel_grad = jax.make_jaxpr(jax.grad(lambda p: loss(pointwise, p, x)))(params)
     assert 'dot_general' in str(kernel_grad)
