@@ -55,7 +55,7 @@ class Pool(nn.Module):
 
     Max pooling over non-overlapping windows that tile the image is computed as a reshape
     and a max: the same outputs, and a backward pass that XLA fuses into elementwise work,
-    where `nn.max_pool`'s select-and-scatter took 30-55x its forward on CPU (the default
+    where `nn.max_pool`'s select-and-scatter took 30-75x its forward on CPU (the default
     network's three pools: 474 ms of backward against 11 ms of forward, README, Speed). Only
     exact ties differ: their gradient is split between them instead of going to one.
     """
@@ -103,7 +103,7 @@ class PointwiseConv(nn.Module):
 
     The forward pass and the input's gradient are XLA's convolution, as in `nn.Conv`; the
     kernel's gradient is a matrix product over all pixels (`_pointwise_bwd`), where XLA's CPU
-    backend computed a convolution over the batch 3-20x slower than the forward
+    backend computed a convolution over the batch 3-17x slower than the forward
     (`benchmarks/layer_profile.py`). As plain dots both ways these layers were fast alone,
     but the seed network with true depthwise convs (16-64 channels) trained 1.8x slower
     (README, Speed).
@@ -156,7 +156,7 @@ def _shifted_depthwise_cpu_fwd(x, kernel, stride, dilation):
 def _shifted_depthwise_cpu_bwd(stride, dilation, residuals, grad):
     """The input's gradient as autodiff gives it; the kernel's summed over chunks of
     KERNEL_GRADIENT_CHUNK images in a lax.map: each tap's sum over the whole batch made XLA's
-    CPU backend stream k*k full-batch products through memory, 5-6x slower than chunks that
+    CPU backend stream k*k full-batch products through memory, 5-6.5x slower than chunks that
     stay in cache (ad hoc, one core: a 128x32x32x32 input's kernel gradient 132 -> 26 ms)."""
     x, kernel = residuals
     _, input_vjp = jax.vjp(lambda x: _shifted_depthwise(x, kernel, stride, dilation), x)
