@@ -204,6 +204,13 @@ def test_dropout_drops_at_its_rate_and_keeps_the_expectation():
     # Both halves of each 32-bit draw are used: masks of neighbours are not copies.
     flat = (y == 0).reshape(-1)
     assert not jnp.array_equal(flat[0::2], flat[1::2])
+    # On CPU the bits are threefry's non-partitionable ones (faster there; JAX's default is
+    # the partitionable form), jitted or not.
+    assert jax.config.jax_threefry_partitionable
+    with jax.threefry_partitionable(False):
+        assert jnp.array_equal(layer.apply({}, x, rngs={'dropout': jax.random.key(0)}), y)
+    jitted = jax.jit(lambda x, key: layer.apply({}, x, rngs={'dropout': key}))
+    assert jnp.array_equal(jitted(x, jax.random.key(0)), y)
     assert jnp.array_equal(models.Dropout(0.3, deterministic=True).apply({}, x), x)
     assert jnp.array_equal(models.Dropout(1.0).apply({}, x, rngs={'dropout': jax.random.key(0)}),
                            jnp.zeros_like(x))
