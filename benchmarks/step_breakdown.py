@@ -34,15 +34,21 @@ def milliseconds(fn, *args) -> float:
     return (time.perf_counter() - start) / FLAGS.steps * 1000
 
 
-def main(argv):
-    del argv
-    config = FLAGS.config
+def random_setup(config):
+    """(model, its fresh train state, a random batch of config.batch_size images)."""
     model = train.create_model(config)
     state = train.create_train_state(jax.random.key(0), model, optim.create_optimizer(
         config, optim.create_learning_rate_fn(config, 1000)))
     rng = np.random.default_rng(0)
     batch = {'image': jnp.asarray(rng.normal(size=(config.batch_size, 32, 32, 3)), jnp.float32),
              'label': jnp.asarray(rng.integers(0, 10, config.batch_size), jnp.int32)}
+    return model, state, batch
+
+
+def main(argv):
+    del argv
+    config = FLAGS.config
+    model, state, batch = random_setup(config)
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
     dropout = {'dropout': jax.random.key(1)}
 
