@@ -100,9 +100,9 @@ def main(argv):
         jax.profiler.stop_trace()
         events = trace_events(log_dir)
 
-    per_op = defaultdict(float)
+    per_op, entry = defaultdict(float), set(entry)
     for event in events:
-        if event['name'] in lines and event['name'] in set(entry):
+        if event['name'] in entry:
             per_op[event['name']] += event['dur'] / 1000 / FLAGS.steps
     table = defaultdict(float)
     for op, ms in per_op.items():

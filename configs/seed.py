@@ -8,9 +8,11 @@ epochs with test-time flipping (config.eval_flip, on by default), 75.24% without
 (flip): 47.5, 54.0, 57.0, 58.1, 61.0, 63.5, 65.6, 66.4, 68.4, 70.6, 71.8, 73.5, 74.8, 75.7,
 76.0; 54.6 min on one core of a 2-core x86-64 CPU with jax 0.12. Before commit fd1cda4
 (other dropout masks) the same seed gave 76.58 / 75.36% (CPU) and 76.99 / 75.93% (one
-NVIDIA H200). The seed itself reached 69.2% in 15 epochs (batch 4, PyTorch). Without its
-dropout, changing the learning rate, batch, smoothing, weight decay or augmentation kept it at
-75.8-77.7% (one H100, seed 0; the README's ablation table).
+NVIDIA H200). Since commit 25219c5 a CPU draws other masks again (threefry's
+non-partitionable bits, 3-4x faster there), so a CPU run repeats these figures up to what a
+different random stream does, not bit for bit. The seed itself reached 69.2% in 15 epochs
+(batch 4, PyTorch). Without its dropout, changing the learning rate, batch, smoothing, weight
+decay or augmentation kept it at 75.8-77.7% (one H100, seed 0; the README's ablation table).
 """
 import ml_collections
 
