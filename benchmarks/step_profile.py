@@ -10,8 +10,10 @@ prints milliseconds per step by layer and pass, then the most
 expensive ops with their HLO. Unlike `layer_profile.py`, which times each layer alone, this
 is the step itself: XLA's fusions, its choice of kernels (a conv may run in the XNNPACK/YNN
 library or in a slower generic loop), the optimizer. Only the ops of the program's entry
-computation count (a loop's body is inside the loop's time); on several threads ops can
-overlap, so the sum may exceed the step's wall time, which is printed beside it.
+computation count (a loop's body is inside the loop's time), each as its mean over the
+events recorded; on several threads ops can overlap, so the sum may exceed the step's wall
+time, printed beside it. The profiler does not record every op in every run (on this CPU the
+first conv of a short run went unrecorded at times): a row of 0.0 can mean that.
 """
 import glob
 import gzip
@@ -100,10 +102,13 @@ def main(argv):
         jax.profiler.stop_trace()
         events = trace_events(log_dir)
 
-    per_op, entry = defaultdict(float), set(entry)
+    # Each op of the entry computation runs once a step: its mean over the events recorded,
+    # which stays right when the profiler misses the first ops of the trace.
+    durations, entry = defaultdict(list), set(entry)
     for event in events:
         if event['name'] in entry:
-            per_op[event['name']] += event['dur'] / 1000 / FLAGS.steps
+            durations[event['name']].append(event['dur'] / 1000)
+    per_op = {op: float(np.mean(ms)) for op, ms in durations.items()}
     table = defaultdict(float)
     for op, ms in per_op.items():
         table[layer_and_pass(lines[op], paths, type(model).__name__)] += ms
