@@ -5,6 +5,7 @@
 Times each piece, jitted, on a random batch of config.batch_size (mean of --steps calls after
 one warm-up call), so that e.g. dropout's or BatchNorm's share shows as a difference.
 """
+import functools
 import os
 import sys
 import time
@@ -18,7 +19,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from flax_cifar import optim, train  # noqa: E402
+from flax_cifar import optim, train, xla_options  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training configuration.', lock_config=True)
@@ -59,13 +60,14 @@ def main(argv):
     def loss(params, images):
         return train.cross_entropy(forward_train(params, images), batch['label']).mean()
 
+    jit = functools.partial(jax.jit, compiler_options=xla_options.training_options(config))
     pieces = {
-        'forward, eval mode': (jax.jit(lambda v, x: model.apply(v, x, train=False)),
+        'forward, eval mode': (jit(lambda v, x: model.apply(v, x, train=False)),
                                variables, batch['image']),
-        'forward, train mode': (jax.jit(forward_train), state.params, batch['image']),
-        'gradient': (jax.jit(jax.grad(loss)), state.params, batch['image']),
-        'whole train step': (jax.jit(lambda s: train.train_step(s, batch, jax.random.key(1),
-                                                                config.label_smoothing)), state),
+        'forward, train mode': (jit(forward_train), state.params, batch['image']),
+        'gradient': (jit(jax.grad(loss)), state.params, batch['image']),
+        'whole train step': (jit(lambda s: train.train_step(s, batch, jax.random.key(1),
+                                                            config.label_smoothing)), state),
     }
     print(f'{config.model} {dict(config.model_args)} batch {config.batch_size}, '
           f'jax {jax.__version__}, {jax.devices()[0].device_kind}')

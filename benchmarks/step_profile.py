@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from benchmarks import step_breakdown  # noqa: E402  (its --config and --steps flags)
-from flax_cifar import models, train  # noqa: E402
+from flax_cifar import models, train, xla_options  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('top', 12, 'Most expensive ops to list.')
@@ -89,7 +89,8 @@ def main(argv):
     config = FLAGS.config
     model, state, batch = step_breakdown.random_setup(config)
     step = jax.jit(lambda s: train.train_step(s, batch, jax.random.key(1),
-                                              config.label_smoothing)).lower(state).compile()
+                                              config.label_smoothing),
+                   compiler_options=xla_options.training_options(config)).lower(state).compile()
     entry, lines = parse_hlo(step.as_text())
     paths = [row.path for row in models.layer_table(model)]
     jax.block_until_ready(step(state))  # warm up outside the trace

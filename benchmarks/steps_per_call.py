@@ -7,6 +7,7 @@ Both run `train.train_step` on the same random batches (batch config.batch_size)
 The N steps are unrolled in one program, as `train.make_multi_step_fn` builds them, or with
 --scan a lax.scan over them (XLA's CPU backend ran that loop's body at half speed).
 """
+import functools
 import os
 import sys
 import time
@@ -19,7 +20,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from flax_cifar import optim, train  # noqa: E402
+from flax_cifar import optim, train, xla_options  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training configuration.', lock_config=True)
@@ -42,9 +43,10 @@ def main(argv):
         return train.train_step(state, {'image': batch[0], 'label': batch[1]},
                                 jax.random.key(1), config.label_smoothing)
 
-    one = jax.jit(step, donate_argnums=0)
+    options = xla_options.training_options(config)
+    one = jax.jit(step, donate_argnums=0, compiler_options=options)
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=options)
     def many(state, images, labels):
         if FLAGS.scan:
             return jax.lax.scan(step, state, (images, labels))

@@ -22,7 +22,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
 from flax_cifar import (checkpointing, data_parallel, input_pipeline, metric_writers, models,
-                        optim, plots, validation)
+                        optim, plots, validation, xla_options)
 
 # Independent random streams, each folded with the step or epoch it serves.
 INIT_STREAM, EPOCH_ORDER_STREAM, AUGMENT_STREAM, DROPOUT_STREAM, CUTOUT_STREAM = range(5)
@@ -178,7 +178,8 @@ def make_train_fn(config: ml_collections.ConfigDict, mesh: Mesh):
     """Jitted: gather batch `index` from each host's shards, augment, normalize, step."""
     gather, step = make_batch_fns(config, mesh)
 
-    @functools.partial(jax.jit, donate_argnums=0)
+    @functools.partial(jax.jit, donate_argnums=0,
+                       compiler_options=xla_options.training_options(config))
     def train_fn(state, images, labels, orders, index):
         return step(state, *gather(images, labels, orders, index))
 
@@ -197,7 +198,8 @@ def make_multi_step_fn(config: ml_collections.ConfigDict, mesh: Mesh, num_steps:
     """
     gather, step = make_batch_fns(config, mesh)
 
-    @functools.partial(jax.jit, donate_argnums=0)
+    @functools.partial(jax.jit, donate_argnums=0,
+                       compiler_options=xla_options.training_options(config))
     def train_steps(state, images, labels, orders, index):
         metrics = []
         for offset in range(num_steps):

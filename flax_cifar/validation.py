@@ -7,7 +7,7 @@ import os
 import jax
 import ml_collections
 
-from flax_cifar import input_pipeline, models, optim
+from flax_cifar import input_pipeline, models, optim, xla_options
 from flax_cifar.errors import InputError
 
 # Fields that define the network's parameters: a checkpoint only fits a config that agrees.
@@ -80,6 +80,10 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
              f'ends only) or positive')
     _require(config.max_checkpoints_to_keep > 0,
              f'config.max_checkpoints_to_keep={config.max_checkpoints_to_keep} must be positive')
+    refusal = xla_options.rejected(xla_options.training_options(config))
+    _require(refusal is None,
+             f'config.cpu_ynnpack_convolutions=False: jax {jax.__version__} refuses the XLA '
+             f'option it sets ({refusal}); set it to True')
     dataset = config.dataset
     _require(isinstance(dataset, str) and dataset != '',
              f'config.dataset={dataset!r} must be a TFDS name or folder:/path')

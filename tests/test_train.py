@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import smoke
+from configs import seed, smoke
 from conftest import rgb_folder
-from flax_cifar import data_parallel, input_pipeline, optim, train
+from flax_cifar import data_parallel, input_pipeline, optim, train, xla_options
 
 
 def tiny_config(**overrides):
@@ -239,3 +239,36 @@ def test_test_time_flip_averages_an_image_and_its_mirror():
     plain, of_mirror = (train.predict_logits(state, x) for x in (images, mirrored))
     np.testing.assert_allclose(with_flip, (plain + of_mirror) / 2, rtol=1e-5, atol=1e-6)
     assert not np.allclose(plain, of_mirror)
+
+
+def test_cpu_convolutions_leave_ynnpack_on_request_and_train_the_same():
+    """configs/seed.py's cpu_ynnpack_convolutions=False reaches the compiled training step:
+    its convolutions leave YNNPACK's fusions (XLA's CPU default hands them over), and the
+    step computes what it computed before, up to float rounding."""
+    mesh = data_parallel.create_mesh()
+    rng = np.random.default_rng(0)
+    images = data_parallel.by_host(mesh, rng.integers(0, 256, (16, 32, 32, 3), np.uint8))
+    labels = data_parallel.by_host(mesh, rng.integers(0, 10, 16).astype(np.int32))
+    order = data_parallel.by_host(mesh, train.epoch_order(0, 0, 16))
+    updates, losses, programs = {}, {}, {}
+    for ynnpack in (True, False):
+        config = seed.get_config()
+        config.update(batch_size=16, cpu_ynnpack_convolutions=ynnpack)
+        state = make_state(config)
+        train_fn = train.make_train_fn(config, mesh)
+        programs[ynnpack] = train_fn.lower(state, images, labels, order, 0).compile().as_text()
+        new_state, metrics = train_fn(jax.tree.map(jnp.copy, state), images, labels, order, 0)
+        updates[ynnpack] = jax.tree.map(jnp.subtract, new_state.params, state.params)
+        losses[ynnpack] = float(metrics['loss'])
+    library_fusions = {k: text.count('"kind":"__ynn_fusion"') for k, text in programs.items()}
+    assert library_fusions[False] < library_fusions[True]
+    assert losses[False] == pytest.approx(losses[True], rel=1e-6)
+    # Each parameter's update agrees to 1e-3 of its largest entry (seen: 1.8e-4 at worst).
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-3 * np.abs(b).max()),
+                 updates[False], updates[True])
+
+
+def test_refused_xla_options_are_named():
+    assert xla_options.rejected({}) is None
+    assert xla_options.rejected(xla_options.training_options(seed.get_config())) is None
+    assert 'xla_cpu_no_such_option' in xla_options.rejected({'xla_cpu_no_such_option': True})

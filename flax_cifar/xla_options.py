@@ -1,0 +1,25 @@
+"""XLA compiler options a config asks for, per backend."""
+import jax
+
+# On CPU, XLA hands individual dots and convolutions to YNNPACK by default (jax 0.10 to
+# 0.12); this list keeps the dots only, and leaves convolutions to XLA's own kernels.
+_CPU_DOTS_ONLY = {'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT'}
+
+
+def training_options(config) -> dict:
+    """Options for the training step's programs: XLA's own convolution kernels on CPU where
+    config.cpu_ynnpack_convolutions is False (evaluation runs as fast either way)."""
+    if jax.default_backend() == 'cpu' and not config.get('cpu_ynnpack_convolutions', True):
+        return dict(_CPU_DOTS_ONLY)
+    return {}
+
+
+def rejected(options: dict) -> str | None:
+    """Why this jaxlib's XLA refuses `options` (the first line of its error), or None."""
+    if not options:
+        return None
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=options).lower(1.0).compile()
+    except Exception as error:  # XLA's error type moved between jax versions
+        return str(error).splitlines()[0]
+    return None
