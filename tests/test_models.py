@@ -1,3 +1,5 @@
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -141,6 +143,29 @@ def test_shifted_depthwise_conv_equals_grouped_nn_conv(stride, dilation, padding
     auto = models.DepthwiseConv((3, 3), stride, padding, dilation)
     assert 'conv_general_dilated' not in str(jax.make_jaxpr(auto.apply)(params, x))
     assert 'conv_general_dilated' in str(jax.make_jaxpr(conv.apply)(params, x))
+
+
+@pytest.mark.parametrize('size, stride, dilation, padding', [
+    (18, 2, 2, 0),   # the seed's unit5
+    (17, 2, 2, 1), (19, 2, 4, 3), (16, 3, 3, 2),  # odd sizes, other multiples, padding
+    (15, 2, 1, 1), (15, 1, 2, 2)])  # dilation not a multiple of the stride / no stride: as is
+def test_subsampled_conv_equals_the_strided_nn_conv(size, stride, dilation, padding):
+    x = jax.random.normal(jax.random.key(0), (3, size, size, 5))
+    conv = functools.partial(nn.Conv, 4, (3, 3), strides=stride, padding=padding,
+                             kernel_dilation=dilation, use_bias=False)
+    subsampled = conv(conv_general_dilated_cls=models.SubsampledConv)
+    params = assert_same_layer(subsampled, conv(), x, grad_atol=1e-4)
+    rewritten = 'window_strides=(1, 1)' in str(jax.make_jaxpr(subsampled.apply)(params, x))
+    assert rewritten == (dilation % stride == 0)
+
+
+def test_seed_unit5_convolves_the_input_it_reads_at_stride_1():
+    model = models.SeedNet()
+    x = jnp.zeros((1, 32, 32, 3))
+    jaxpr = str(jax.make_jaxpr(lambda x: model.init_with_output(jax.random.key(0), x)[0])(x))
+    # Only unit5 is strided (2) with a dilation (2): convolved at stride 1 and dilation 1.
+    assert 'window_strides=(2, 2)' not in jaxpr
+    assert 'window_strides=(1, 1)' in jaxpr
 
 
 @pytest.mark.parametrize('stride, dilation', [(1, 2), (2, 1)])
