@@ -14,8 +14,9 @@ different random stream does, not bit for bit; since commit e450ad7 its training
 runs its convolutions with XLA's own CPU kernels (cpu_ynnpack_convolutions=False below:
 0.88-0.91x the step's time on jax 0.12, 0.70x on 0.10), which round differently: at that
 commit seed 0 gave 76.08 / 74.71% in 55.4 min (one core, the other busy). The seed itself
-reached 69.2% in 15 epochs (batch 4, PyTorch). Without its dropout, changing the learning rate, batch, smoothing, weight
-decay or augmentation kept it at 75.8-77.7% (one H100, seed 0; the README's ablation table).
+reached 69.2% in 15 epochs (batch 4, PyTorch). Without its dropout, changing the learning
+rate, batch, smoothing, weight decay or augmentation kept it at 75.8-77.7% (one H100, seed 0;
+the README's ablation table).
 """
 import ml_collections
 
