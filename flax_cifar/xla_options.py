@@ -2,7 +2,8 @@
 import jax
 
 # On CPU, XLA hands individual dots and convolutions to YNNPACK by default (jax 0.10 to
-# 0.12); this list keeps the dots only, and leaves convolutions to XLA's own kernels.
+# 0.12); this list keeps the dots only, and leaves convolutions to XLA's own kernels. It
+# replaces the whole default list: should a later XLA add types to it, revisit this.
 _CPU_DOTS_ONLY = {'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT'}
 
 
