@@ -210,14 +210,16 @@ class DepthwiseConv(nn.Module):
         use_shifts = self.implementation == 'shifts' or (
             self.implementation == 'auto' and backend in ('cpu', 'gpu'))
         if not use_shifts:
-            return jax.lax.conv_general_dilated(
+            return SubsampledConv()(
                 x, kernel, (self.strides,) * 2, [(self.padding, self.padding)] * 2,
                 rhs_dilation=(self.kernel_dilation,) * 2, feature_group_count=channels,
                 dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-        p = self.padding
+        p, stride, dilation = self.padding, self.strides, self.kernel_dilation
         x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+        if stride > 1 and dilation % stride == 0:  # SubsampledConv's rewrite, for the same reason
+            x, stride, dilation = x[:, ::stride, ::stride], 1, dilation // stride
         shifted = _shifted_depthwise_cpu if backend == 'cpu' else _shifted_depthwise
-        return shifted(x, kernel, self.strides, self.kernel_dilation)
+        return shifted(x, kernel, stride, dilation)
 
 
 class SubsampledConv:

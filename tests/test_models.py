@@ -128,8 +128,9 @@ def assert_same_layer(module, reference, x, grad_atol):
     return params
 
 
-@pytest.mark.parametrize('stride, dilation, padding', [(1, 1, 1), (1, 2, 2), (2, 2, 0),
-                                                       (2, 1, 1), (1, 2, 0)])
+@pytest.mark.parametrize('stride, dilation, padding', [
+    (1, 1, 1), (1, 2, 2), (2, 1, 1), (1, 2, 0),
+    (2, 2, 0), (2, 2, 1), (2, 4, 3), (3, 3, 2)])  # dilation a multiple of the stride: subsampled
 def test_shifted_depthwise_conv_equals_grouped_nn_conv(stride, dilation, padding):
     x = jax.random.normal(jax.random.key(0), (2, 11, 11, 6))
     reference = nn.Conv(6, (3, 3), strides=stride, padding=padding, kernel_dilation=dilation,
@@ -142,7 +143,15 @@ def test_shifted_depthwise_conv_equals_grouped_nn_conv(stride, dilation, padding
     # 'auto' picks the shifts on CPU (and GPU): no convolution left in the program.
     auto = models.DepthwiseConv((3, 3), stride, padding, dilation)
     assert 'conv_general_dilated' not in str(jax.make_jaxpr(auto.apply)(params, x))
-    assert 'conv_general_dilated' in str(jax.make_jaxpr(conv.apply)(params, x))
+    conv_jaxpr = str(jax.make_jaxpr(conv.apply)(params, x))
+    assert 'conv_general_dilated' in conv_jaxpr
+    # Where the dilation is a multiple of the stride, both read every stride-th row and
+    # column once, then convolve at stride 1 (SubsampledConv): one strided slice, not nine.
+    subsampled = stride > 1 and dilation % stride == 0
+    strided_slices = str(jax.make_jaxpr(shifted.apply)(params, x)).count(
+        f'strides=(1, {stride}, {stride}, 1)')
+    assert strided_slices == (1 if subsampled else 9)
+    assert ('window_strides=(1, 1)' in conv_jaxpr) == (stride == 1 or subsampled)
 
 
 @pytest.mark.parametrize('size, stride, dilation, padding', [
