@@ -75,7 +75,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.half_precision = False      # bfloat16 activations and matmuls; float32 params
     # On CPU XLA hands convolutions to YNNPACK. False leaves the training step's to XLA's own
     # kernels, which compute dense 3x3 convs' gradients faster but 1x1 and depthwise ones
-    # slower: configs/seed.py sets it (README, Speed). Ignored on GPU and TPU.
+    # slower: configs/seed.py sets it False for its dense network (README, Speed). Ignored on
+    # GPU and TPU.
     config.cpu_ynnpack_convolutions = True
     config.distributed = ml_collections.ConfigDict(dict(
         # 'host:port' of process 0; None: a single process, or a TPU pod (found by JAX).

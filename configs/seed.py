@@ -27,10 +27,12 @@ def get_config() -> ml_collections.ConfigDict:
     config = default.get_config()
     config.model = 'seed'
     config.model_args = ml_collections.ConfigDict(dict(
-        depthwise=False,     # True: true depthwise 3x3 convs (57,056 parameters)
+        # True: true depthwise 3x3 convs (57,056 parameters).
+        depthwise=ml_collections.FieldReference(False),
         dropout_rate=0.05,   # after every BatchNorm, as in the seed
     ))
     config.learning_rate = 0.1
-    # Its dense 3x3 convs train faster with XLA's own CPU kernels than with YNNPACK's.
-    config.cpu_ynnpack_convolutions = False
+    # The dense 3x3 convs train faster with XLA's own CPU kernels than with YNNPACK's, the
+    # true depthwise network slower (README, Speed): follows model_args.depthwise unless set.
+    config.cpu_ynnpack_convolutions = config.model_args.get_ref('depthwise').identity()
     return config

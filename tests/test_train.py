@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl import flags
+from ml_collections import config_flags
 
 from configs import seed, smoke
 from conftest import rgb_folder
@@ -268,6 +270,28 @@ def test_cpu_convolutions_leave_ynnpack_on_request_and_train_the_same():
     # Each parameter's update agrees to 1e-3 of its largest entry (seen: 1.8e-4 at worst).
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-3 * np.abs(b).max()),
                  updates[False], updates[True])
+
+
+@pytest.mark.parametrize('overrides, depthwise, ynnpack', [
+    ([], False, False),
+    (['--config.model_args.depthwise=True'], True, True),
+    # Set explicitly, in either order, the field keeps its value.
+    (['--config.model_args.depthwise=True', '--config.cpu_ynnpack_convolutions=False'],
+     True, False),
+    (['--config.cpu_ynnpack_convolutions=True', '--config.model_args.depthwise=False'],
+     False, True)])
+def test_seed_config_picks_cpu_kernels_by_its_3x3_convs(overrides, depthwise, ynnpack):
+    """XLA's own CPU kernels for the seed's dense 3x3 convs, YNNPACK for the true depthwise
+    ones, from the command line as main.py reads it."""
+    flag_values = flags.FlagValues()
+    argv = ['main.py', f'--config={seed.__file__}', *overrides]
+    config_flags.DEFINE_config_file('config', None, flag_values=flag_values, lock_config=True,
+                                    sys_argv=argv)
+    flag_values(argv)
+    config = flag_values.config
+    assert (config.model_args.depthwise, config.cpu_ynnpack_convolutions) == (depthwise, ynnpack)
+    assert config.to_dict()['cpu_ynnpack_convolutions'] is ynnpack
+    assert bool(xla_options.training_options(config)) == (not ynnpack)
 
 
 def test_refused_xla_options_are_named():
