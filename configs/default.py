@@ -73,11 +73,10 @@ def get_config() -> ml_collections.ConfigDict:
     # same run on any number of hosts. 0: one shard per process.
     config.data_shards = 0
     config.half_precision = False      # bfloat16 activations and matmuls; float32 params
-    # On CPU XLA hands convolutions to YNNPACK. False leaves the training step's to XLA's own
-    # kernels, which compute dense 3x3 convs' gradients faster but 1x1 and depthwise ones
-    # slower: configs/seed.py sets it False for its dense network (README, Speed). Ignored on
-    # GPU and TPU.
-    config.cpu_ynnpack_convolutions = True
+    # On CPU XLA hands convolutions (and dots and reductions) to YNNPACK. False leaves the
+    # training step's convolutions to XLA's own kernels: the default network's step 0.96x the
+    # time, the seed's 0.87x (jax 0.12; README, Speed). Ignored on GPU and TPU.
+    config.cpu_ynnpack_convolutions = False
     config.distributed = ml_collections.ConfigDict(dict(
         # 'host:port' of process 0; None: a single process, or a TPU pod (found by JAX).
         coordinator_address=ml_collections.config_dict.placeholder(str),

@@ -11,7 +11,7 @@ epochs with test-time flipping (config.eval_flip, on by default), 75.24% without
 NVIDIA H200). Since commit 25219c5 a CPU draws other masks again (threefry's
 non-partitionable bits, 3-4x faster there), so a CPU run repeats these figures up to what a
 different random stream does, not bit for bit; since commit e450ad7 its training step also
-runs its convolutions with XLA's own CPU kernels (cpu_ynnpack_convolutions=False below:
+runs its convolutions with XLA's own CPU kernels (cpu_ynnpack_convolutions=False:
 0.88-0.91x the step's time on jax 0.12, 0.70x on 0.10), which round differently: at that
 commit seed 0 gave 76.08 / 74.71% in 55.4 min (one core, the other busy). The seed itself
 reached 69.2% in 15 epochs (batch 4, PyTorch). Without its dropout, changing the learning
@@ -27,12 +27,8 @@ def get_config() -> ml_collections.ConfigDict:
     config = default.get_config()
     config.model = 'seed'
     config.model_args = ml_collections.ConfigDict(dict(
-        # True: true depthwise 3x3 convs (57,056 parameters).
-        depthwise=ml_collections.FieldReference(False),
+        depthwise=False,     # True: true depthwise 3x3 convs (57,056 parameters)
         dropout_rate=0.05,   # after every BatchNorm, as in the seed
     ))
     config.learning_rate = 0.1
-    # The dense 3x3 convs train faster with XLA's own CPU kernels than with YNNPACK's, the
-    # true depthwise network slower (README, Speed): follows model_args.depthwise unless set.
-    config.cpu_ynnpack_convolutions = config.model_args.get_ref('depthwise').identity()
     return config

@@ -1,17 +1,19 @@
 """XLA compiler options a config asks for, per backend."""
 import jax
 
-# On CPU, XLA hands individual dots and convolutions to YNNPACK by default (jax 0.10 to
-# 0.12); this list keeps the dots only, and leaves convolutions to XLA's own kernels. It
-# replaces the whole default list: should a later XLA add types to it, revisit this.
-_CPU_DOTS_ONLY = {'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT'}
+# On CPU, XLA hands individual dots, individual convolutions and reductions to YNNPACK by
+# default (jax 0.10 to 0.12). This list is that default without the convolutions, which XLA's
+# own kernels then compute. It replaces the whole list: should a later XLA add types to its
+# default, revisit this (tests/test_train.py checks what the list leaves in YNNPACK).
+CPU_WITHOUT_YNNPACK_CONVOLUTIONS = {'xla_cpu_experimental_ynn_fusion_type': ','.join([
+    'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT', 'LIBRARY_FUSION_TYPE_REDUCE'])}
 
 
 def training_options(config) -> dict:
     """Options for the training step's programs: XLA's own convolution kernels on CPU where
     config.cpu_ynnpack_convolutions is False (evaluation runs as fast either way)."""
     if jax.default_backend() == 'cpu' and not config.get('cpu_ynnpack_convolutions', True):
-        return dict(_CPU_DOTS_ONLY)
+        return dict(CPU_WITHOUT_YNNPACK_CONVOLUTIONS)
     return {}
 
 
