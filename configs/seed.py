@@ -11,8 +11,8 @@ epochs with test-time flipping (config.eval_flip, on by default), 75.24% without
 NVIDIA H200). Since commit 25219c5 a CPU draws other masks again (threefry's
 non-partitionable bits, 3-4x faster there), so a CPU run repeats these figures up to what a
 different random stream does, not bit for bit; since commit e450ad7 its training step also
-runs its convolutions with XLA's own CPU kernels (cpu_ynnpack_convolutions=False:
-0.88-0.91x the step's time on jax 0.12, 0.70x on 0.10), which round differently: at that
+runs its convolutions with XLA's own CPU kernels (cpu_ynnpack_convolutions=False, now the
+default: 0.87x the step's time on jax 0.12 since a24fb39), which round differently: at that
 commit seed 0 gave 76.08 / 74.71% in 55.4 min (one core, the other busy). The seed itself
 reached 69.2% in 15 epochs (batch 4, PyTorch). Without its dropout, changing the learning
 rate, batch, smoothing, weight decay or augmentation kept it at 75.8-77.7% (one H100, seed 0;
