@@ -280,11 +280,18 @@ def sigterm_received():
 
 
 class EpochSums:
-    """Running train loss and accuracy of one epoch, from metrics fetched in order."""
+    """Running train loss and accuracy of one epoch, from metrics fetched in order, and the
+    seconds spent training it: a checkpoint keeps them, so that an epoch resumed after a
+    stop reports what the uninterrupted epoch would, its time before the stop included."""
 
     def __init__(self, saved: dict | None = None):
-        self.loss, self.correct, self.count = (
-            (saved['loss'], saved['correct'], saved['count']) if saved else (0.0, 0, 0))
+        saved = saved or {}
+        self.loss = saved.get('loss', 0.0)
+        self.correct, self.count = saved.get('correct', 0), saved.get('count', 0)
+        self.started = time.time() - saved.get('seconds', 0.0)  # older checkpoints: 0
+
+    def seconds(self) -> float:
+        return time.time() - self.started
 
     def add(self, fetched: list, first_step: int):
         """`fetched`: the metrics of consecutive steps, each entry one step's or stacked."""
@@ -300,7 +307,8 @@ class EpochSums:
             self.count += int(count)
 
     def as_dict(self) -> dict:
-        return {'loss': self.loss, 'correct': self.correct, 'count': self.count}
+        return {'loss': self.loss, 'correct': self.correct, 'count': self.count,
+                'seconds': self.seconds()}
 
 
 def plan_steps(config: ml_collections.ConfigDict, num_examples: int,
@@ -423,8 +431,9 @@ class Run:
         bar.close()
         return state, step
 
-    def end_epoch(self, state, step: int, epoch: int, sums: EpochSums, seconds: float):
+    def end_epoch(self, state, step: int, epoch: int, sums: EpochSums):
         """Tests, prints the seed's test line, logs the epoch and checkpoints it."""
+        seconds = sums.seconds()  # training only
         result = self.evaluate(state, self.test)
         self.say(f"\nTest set: Average loss: {result['loss']:.4f}, Accuracy: "
                  f"{result['correct']}/{result['count']} ({100 * result['accuracy']:.2f}%)")
@@ -434,7 +443,8 @@ class Run:
             'train_loss': sums.loss / max(sums.count, 1),
             'train_accuracy': sums.correct / max(sums.count, 1),
             'test_loss': result['loss'], 'test_accuracy': result['accuracy']})
-        self.save(step, state, sums, result['accuracy'])
+        # Resuming here starts the next epoch: nothing of it is summed yet.
+        self.save(step, state, EpochSums(), result['accuracy'])
 
 
 def setup_run(config: ml_collections.ConfigDict, workdir: str):
@@ -470,8 +480,11 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str):
               meta, steps_per_epoch, total_steps, is_chief)
     if saved_meta:
         run.say(f'Resuming from the checkpoint at step {step} in {checkpoints.directory}')
+    # At an epoch's end nothing of the next epoch is summed yet (older checkpoints there
+    # hold the finished epoch's sums).
+    mid_epoch = saved_meta and step % steps_per_epoch
     return (run, jax.device_put(state, NamedSharding(mesh, P())), step,
-            EpochSums(saved_meta and saved_meta['epoch_sums']))
+            EpochSums(saved_meta['epoch_sums'] if mid_epoch else None))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
@@ -483,9 +496,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     try:
         with sigterm_received() as preempted:
             for epoch in range(step // steps_per_epoch, -(-total_steps // steps_per_epoch)):
-                epoch_start = time.time()
                 state, step = run.train_epoch(state, step, epoch, sums, preempted)
-                run.end_epoch(state, step, epoch, sums, time.time() - epoch_start)
+                run.end_epoch(state, step, epoch, sums)
                 sums = EpochSums()
                 if preempted():
                     run.checkpoints.wait_until_finished()
