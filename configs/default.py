@@ -11,7 +11,9 @@ test-time flipping (config.eval_flip, on by default) / without:
   one NVIDIA H100: 86.87 / 85.79, 86.56 / 85.88, 86.52 / 85.55%; mean 86.65 / 85.74%.
   a 2-core x86-64 CPU, jax 0.12: seed 0: 86.46 / 85.26%, 127.8 min on both cores (before
   commit 3da2cc8's faster backward); seed 1: 86.37 / 85.71%, 91.9 min on one core;
-  seed 2: 86.39 / 85.50%, ~91 min on one core (mean of the three: 86.41 / 85.49%).
+  seed 2: 86.39 / 85.50%, ~91 min on one core (mean of the three: 86.41 / 85.49%);
+  seed 0 again at commit a24fb39 (XLA's own CPU convolution kernels): 86.46 / 85.75%,
+  78.6 min on one core.
 With --config.num_epochs=30: 88.07% (mean of 3 seeds, H200); 60: 88.89% (seed 0).
 The previous default, stages 64-128-256 (140,362 parameters), gave 85.28 / 84.33% on the
 same CPU. The README's Results table has the commands and an ablation of each field.
