@@ -218,10 +218,17 @@ class DepthwiseConv(nn.Module):
                 dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
         p, stride, dilation = self.padding, self.strides, self.kernel_dilation
         x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-        if stride > 1 and dilation % stride == 0:  # SubsampledConv's rewrite, for the same reason
+        if reads_every_stride_th_row((stride,) * 2, (dilation,) * 2):  # as SubsampledConv
             x, stride, dilation = x[:, ::stride, ::stride], 1, dilation // stride
         shifted = _shifted_depthwise_cpu if backend == 'cpu' else _shifted_depthwise
         return shifted(x, kernel, stride, dilation)
+
+
+def reads_every_stride_th_row(strides, dilation) -> bool:
+    """Whether a conv with these strides and dilations (one per spatial axis) reads every
+    stride-th row and column of its padded input and no other: each dilation a multiple of
+    a stride above 1. Such a conv equals one at stride 1 over those rows (SubsampledConv)."""
+    return max(strides) > 1 and all(d % s == 0 for s, d in zip(strides, dilation))
 
 
 class SubsampledConv:
@@ -240,8 +247,8 @@ class SubsampledConv:
         strides = tuple(window_strides)
         dilation = tuple(rhs_dilation or (1,) * len(strides))
         if (isinstance(padding, str) or any(lo < 0 or hi < 0 for lo, hi in padding)
-                or any(d != 1 for d in lhs_dilation or ()) or max(strides) == 1
-                or any(d % s for s, d in zip(strides, dilation))):
+                or any(d != 1 for d in lhs_dilation or ())
+                or not reads_every_stride_th_row(strides, dilation)):
             return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
                                                 rhs_dilation, **kwargs)
         lhs = jnp.pad(lhs, [(0, 0), *padding, (0, 0)])
