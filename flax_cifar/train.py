@@ -443,8 +443,7 @@ class Run:
             'train_loss': sums.loss / max(sums.count, 1),
             'train_accuracy': sums.correct / max(sums.count, 1),
             'test_loss': result['loss'], 'test_accuracy': result['accuracy']})
-        # Resuming here starts the next epoch: nothing of it is summed yet.
-        self.save(step, state, EpochSums(), result['accuracy'])
+        self.save(step, state, sums, result['accuracy'])
 
 
 def setup_run(config: ml_collections.ConfigDict, workdir: str):
@@ -480,8 +479,7 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str):
               meta, steps_per_epoch, total_steps, is_chief)
     if saved_meta:
         run.say(f'Resuming from the checkpoint at step {step} in {checkpoints.directory}')
-    # At an epoch's end nothing of the next epoch is summed yet (older checkpoints there
-    # hold the finished epoch's sums).
+    # A checkpoint at an epoch's end holds the finished epoch's sums: nothing of the next.
     mid_epoch = saved_meta and step % steps_per_epoch
     return (run, jax.device_put(state, NamedSharding(mesh, P())), step,
             EpochSums(saved_meta['epoch_sums'] if mid_epoch else None))
