@@ -44,6 +44,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.augment = True              # random crop and flip, inside the jitted step
     config.crop_padding = 4            # zero padding before the random 32x32 crop
     config.flip = True                 # random horizontal flips
+    # Patch whitening (airbench): the first conv's kernel is set from the covariance of the
+    # training images' patches (its top eigenvectors, scaled to unit variance, and their
+    # negatives) and never trained.
+    config.stem_whitening = False
     # Cutout: zero a square of this side (pixels) at a random place in each training image,
     # after normalization (so it takes the mean colour); 0: off.
     config.cutout_size = 0
@@ -53,6 +57,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_batch_size = 1000      # test-set batch; the last partial batch is masked
     # Test-time augmentation: average the logits of each test image and of its mirror image.
     config.eval_flip = True
+    # Also average in each image shifted this many pixels down-right and up-left (reflected
+    # borders), at half the weight (airbench's multi-crop); 0: off. Triples evaluation's cost.
+    config.eval_translate = 0
     config.num_epochs = 15
     config.num_train_steps = -1        # -1: num_epochs of full batches; >0: stop after these
     config.learning_rate = 0.2         # peak learning rate of the schedule

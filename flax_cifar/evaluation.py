@@ -33,26 +33,38 @@ def restore_for_inference(workdir: str, which: str = 'best'):
     model = train.create_model(config, len(class_names))
     state = train.create_train_state(
         jax.random.key(0), model,
-        optim.create_optimizer(config, optim.create_learning_rate_fn(config, 1)),
+        train.create_optimizer(config, model, optim.create_learning_rate_fn(config, 1)),
         ema=validation.uses_ema(config))
     state, _ = checkpoints.restore(step, state, meta['architecture'])
     checkpoints.close()
     return state, config, class_names, step
 
 
-@functools.partial(jax.jit, static_argnames=('flip', 'ema'))
-def _log_probabilities(state, images, flip, ema):
-    return jax.nn.log_softmax(
-        train.predict_logits(state, input_pipeline.normalize(images), flip, ema))
+@functools.partial(jax.jit, static_argnames=('flip', 'ema', 'translate'))
+def _log_probabilities(state, images, flip, ema, translate):
+    return jax.nn.log_softmax(train.predict_logits(
+        state, input_pipeline.normalize(images), flip, ema, translate))
 
 
 def predict_log_probabilities(state, images: np.ndarray, batch_size: int = 1000,
-                              flip: bool = False, ema: bool = True) -> np.ndarray:
-    """Log class probabilities for uint8 NHWC images (flip: test-time flip averaging; ema:
-    the moving average of the weights, where the state keeps one)."""
+                              flip: bool = False, ema: bool = True,
+                              translate: int = 0) -> np.ndarray:
+    """Log class probabilities for uint8 NHWC images (flip, translate: test-time views, as
+    in train.predict_logits; ema: the moving average of the weights, where the state keeps
+    one)."""
     return np.concatenate([
-        np.asarray(_log_probabilities(state, jnp.asarray(images[i:i + batch_size]), flip, ema))
+        np.asarray(_log_probabilities(state, jnp.asarray(images[i:i + batch_size]), flip, ema,
+                                      translate))
         for i in range(0, len(images), batch_size)])
+
+
+# Test-time views whose accuracy `evaluate_checkpoint` reports beside the configured ones:
+# name -> (flip, translate).
+VIEWS = {'none': (False, 0), 'flip': (True, 0), 'flip and 1-pixel shifts': (True, 1)}
+
+
+def configured_views(config: ml_collections.ConfigDict) -> tuple[bool, int]:
+    return bool(config.get('eval_flip', False)), int(config.get('eval_translate', 0))
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
@@ -99,27 +111,31 @@ def evaluate_checkpoint(workdir: str, which: str = 'best', dataset: str | None =
     dataset = dataset or config.dataset
     test = input_pipeline.load_split(dataset, 'test', config.data_dir,
                                      config.get('data_cache_dir'))
-    # One pass gives the loss, the accuracy and the confusion matrix; the other setting of
-    # test-time flipping is reported beside it, as its effect on this checkpoint.
-    flip = bool(config.get('eval_flip', False))
-    log_probabilities, other = (
-        predict_log_probabilities(state, test.images, config.eval_batch_size, f)
-        for f in (flip, not flip))
+    # The configured views give the loss, the accuracy and the confusion matrix; the others'
+    # accuracies are reported beside it, as their effect on this checkpoint.
+    views = configured_views(config)
+    flip, translate = views
+    log_probabilities = predict_log_probabilities(state, test.images, config.eval_batch_size,
+                                                  flip, translate=translate)
     matrix = confusion_matrix(test.labels, log_probabilities.argmax(-1), len(class_names))
     count = len(test.labels)
     result = {'loss': float(-log_probabilities[np.arange(count), test.labels].mean()),
               'correct': int(np.trace(matrix)), 'count': count,
               'accuracy': float(np.trace(matrix)) / count}
+    view_accuracies = {name: (result['accuracy'] if other == views else float(np.mean(
+        predict_log_probabilities(state, test.images, config.eval_batch_size, other[0],
+                                  translate=other[1]).argmax(-1) == test.labels)))
+        for name, other in VIEWS.items()}
     print(f'{which} checkpoint: step {step} of {workdir}')
     print(f"Test set: Average loss: {result['loss']:.4f}, Accuracy: "
           f"{result['correct']}/{result['count']} ({100 * result['accuracy']:.2f}%)")
-    other_accuracy = float(np.mean(other.argmax(-1) == test.labels))
-    print(f"Test-time flip {'on' if flip else 'off'} (config.eval_flip); "
-          f"{'off' if flip else 'on'}: {100 * other_accuracy:.2f}%")
+    print(f'Test-time views: configured flip={flip}, translate={translate} (config.eval_flip, '
+          f'config.eval_translate); ' + ', '.join(
+              f'{name}: {100 * accuracy:.2f}%' for name, accuracy in view_accuracies.items()))
     raw_accuracy = None
     if train.ema_of(state) is not None:
         raw = predict_log_probabilities(state, test.images, config.eval_batch_size, flip,
-                                        ema=False)
+                                        ema=False, translate=translate)
         raw_accuracy = float(np.mean(raw.argmax(-1) == test.labels))
         print(f'Moving average of the weights (config.ema_decay={config.ema_decay}); '
               f'the weights themselves: {100 * raw_accuracy:.2f}%')
@@ -128,8 +144,8 @@ def evaluate_checkpoint(workdir: str, which: str = 'best', dataset: str | None =
     plot_confusion_matrix(matrix, class_names, path,
                           f"step {step}: {100 * result['accuracy']:.2f}% on {dataset}")
     print(f'Confusion matrix plot: {path}')
-    return {**result, 'step': step, 'confusion_matrix': matrix, 'eval_flip': flip,
-            'other_flip_accuracy': other_accuracy, 'without_ema_accuracy': raw_accuracy,
+    return {**result, 'step': step, 'confusion_matrix': matrix, 'views': views,
+            'view_accuracies': view_accuracies, 'without_ema_accuracy': raw_accuracy,
             'per_class_accuracy': matrix.diagonal() / np.maximum(matrix.sum(1), 1)}
 
 
@@ -150,7 +166,8 @@ def predict_files(workdir: str, paths: list[str], which: str = 'best') -> list[t
     """(path, class name, probability) per image file, from the workdir's checkpoint."""
     state, config, class_names, _ = restore_for_inference(workdir, which)
     images = np.stack([load_image(p) for p in paths])
-    probabilities = np.exp(predict_log_probabilities(state, images,
-                                                     flip=bool(config.get('eval_flip', False))))
+    flip, translate = configured_views(config)
+    probabilities = np.exp(predict_log_probabilities(state, images, flip=flip,
+                                                     translate=translate))
     return [(path, class_names[int(p.argmax())], float(p.max()))
             for path, p in zip(paths, probabilities)]

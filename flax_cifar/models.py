@@ -11,7 +11,7 @@ Two families:
 """
 import dataclasses
 import functools
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import flax.linen as nn
 import jax
@@ -300,6 +300,7 @@ SEED_LAYERS = (
 
 class SeedNet(nn.Module):
     """The seed network: each unit is conv -> ReLU -> BatchNorm -> Dropout, as in the seed."""
+    first_conv: ClassVar[str] = 'unit1_conv'  # the layer config.stem_whitening sets
     depthwise: bool = False
     dropout_rate: float = 0.05
     num_classes: int = 10
@@ -335,6 +336,7 @@ class DSResNet(nn.Module):
     2x2 max pool, BN, ReLU, then `depth` residual units x + ReLU(BN(SepConv_dilated(x))).
     Head: global average pool and a dense classifier.
     """
+    first_conv: ClassVar[str] = 'stem_conv'  # the layer config.stem_whitening sets
     stem_features: int = 32
     stage_features: Sequence[int] = (96, 192, 256)
     stage_depths: Sequence[int] = (1, 1, 1)
@@ -453,8 +455,9 @@ def layer_table(model: nn.Module, input_shape=(32, 32, 3)) -> list[LayerRow]:
     return rows
 
 
-def summarize(model: nn.Module, input_shape=(32, 32, 3)) -> str:
-    """The seed's summary table, plus each layer's receptive field in input pixels."""
+def summarize(model: nn.Module, input_shape=(32, 32, 3), frozen_layers=()) -> str:
+    """The seed's summary table, plus each layer's receptive field in input pixels; the
+    parameters of `frozen_layers` (paths) count as not trainable."""
     rows = layer_table(model, input_shape)
     width = max(len(f'{r.path} ({r.kind})') for r in rows) + 2
     rule = '=' * (width + 44)
@@ -464,7 +467,8 @@ def summarize(model: nn.Module, input_shape=(32, 32, 3)) -> str:
         lines.append(f"{f'{r.path} ({r.kind})':>{width}}{shape:>22}{r.params:>12,}"
                      f"{f'{r.receptive_field}x{r.receptive_field}':>10}")
     total = sum(r.params for r in rows)
-    lines += [rule, f'Total params: {total:,}', f'Trainable params: {total:,}',
+    trainable = sum(r.params for r in rows if r.path not in frozen_layers)
+    lines += [rule, f'Total params: {total:,}', f'Trainable params: {trainable:,}',
               f'Receptive field: {rows[-1].receptive_field}x{rows[-1].receptive_field} pixels',
               rule]
     return '\n'.join(lines)

@@ -1,7 +1,10 @@
 """The optimizer: SGD with momentum, decoupled-from-BN weight decay, a learning-rate schedule."""
+from collections.abc import Collection
+
 import jax
 import ml_collections
 import optax
+from flax import traverse_util
 
 from flax_cifar.errors import InputError
 
@@ -36,10 +39,18 @@ def create_learning_rate_fn(config: ml_collections.ConfigDict,
     return SCHEDULES[config.schedule](config, total_steps)
 
 
-def create_optimizer(config: ml_collections.ConfigDict,
-                     learning_rate_fn: optax.Schedule) -> optax.GradientTransformation:
-    """SGD with momentum; weight decay on conv and dense kernels only, not BN or biases."""
+def create_optimizer(config: ml_collections.ConfigDict, learning_rate_fn: optax.Schedule,
+                     frozen: Collection[str] = ()) -> optax.GradientTransformation:
+    """SGD with momentum; weight decay on conv and dense kernels only, not BN or biases.
+
+    frozen: parameters ('layer/kernel') that never change: no update, no decay, no momentum.
+    """
     decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
-    return optax.chain(
+    sgd = optax.chain(
         optax.add_decayed_weights(config.weight_decay, mask=decay_mask),
         optax.sgd(learning_rate_fn, momentum=config.momentum, nesterov=config.nesterov))
+    if not frozen:
+        return sgd
+    label = lambda params: traverse_util.path_aware_map(
+        lambda path, _: 'frozen' if '/'.join(path) in frozen else 'trained', params)
+    return optax.multi_transform({'trained': sgd, 'frozen': optax.set_to_zero()}, label)

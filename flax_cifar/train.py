@@ -22,7 +22,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
 from flax_cifar import (checkpointing, data_parallel, input_pipeline, metric_writers, models,
-                        optim, plots, validation, xla_options)
+                        optim, plots, validation, whitening, xla_options)
 
 # Independent random streams, each folded with the step or epoch it serves.
 INIT_STREAM, EPOCH_ORDER_STREAM, AUGMENT_STREAM, DROPOUT_STREAM, CUTOUT_STREAM = range(5)
@@ -60,6 +60,17 @@ def create_model(config: ml_collections.ConfigDict, num_classes: int = 10):
                                **config.model_args)
 
 
+def frozen_layers(config: ml_collections.ConfigDict, model) -> tuple[str, ...]:
+    """Layers whose parameters never train: the whitened first conv (config.stem_whitening)."""
+    return (model.first_conv,) if config.get('stem_whitening') else ()
+
+
+def create_optimizer(config: ml_collections.ConfigDict, model,
+                     learning_rate_fn: optax.Schedule) -> optax.GradientTransformation:
+    return optim.create_optimizer(config, learning_rate_fn, frozen=[
+        f'{layer}/kernel' for layer in frozen_layers(config, model)])
+
+
 def create_train_state(rng: jax.Array, model, tx: optax.GradientTransformation,
                        image_shape=input_pipeline.IMAGE_SHAPE, ema: bool = False) -> TrainState:
     # One jitted program: run op by op, the parameter and optimizer-state initializers
@@ -73,6 +84,16 @@ def create_train_state(rng: jax.Array, model, tx: optax.GradientTransformation,
             return EmaTrainState.create(apply_fn=model.apply, tx=tx, **variables, ema=variables)
         return TrainState.create(apply_fn=model.apply, tx=tx, **variables)
     return create(rng)
+
+
+def whiten_first_conv(state: TrainState, layer: str, train_images: jax.Array) -> TrainState:
+    """The state with `layer`'s kernel whitened (config.stem_whitening), its average too."""
+    kernel = whitening.kernel_like(state.params[layer]['kernel'], train_images)
+    state = state.replace(params=whitening.with_kernel(state.params, layer, kernel))
+    if ema_of(state) is not None:  # a buffer of its own: the step donates both
+        state = state.replace(ema={**state.ema, 'params': whitening.with_kernel(
+            state.ema['params'], layer, jnp.copy(kernel))})
+    return state
 
 
 def cross_entropy(logits, labels, label_smoothing: float = 0.0):
@@ -117,21 +138,34 @@ def raw_variables(state: TrainState) -> dict:
 
 
 def predict_logits(state: TrainState, images: jax.Array, flip: bool = False,
-                   ema: bool = True) -> jax.Array:
-    """Logits of normalized images; flip=True averages each image's with its mirror image's
-    (test-time augmentation: the network was trained on both). The moving average of the
-    weights is used where the state has one, unless ema=False."""
+                   ema: bool = True, translate: int = 0) -> jax.Array:
+    """Logits of normalized images, averaged over test-time views the network was trained
+    on. flip=True: each image and its mirror image. translate=t: half of that weight goes to
+    the image shifted by t pixels down-right and up-left (borders reflected), as in airbench.
+    The moving average of the weights is used where the state has one, unless ema=False."""
     averaged = ema_of(state) if ema else None
     variables = raw_variables(state) if averaged is None else averaged
-    logits = state.apply_fn(variables, images, train=False)
-    if flip:
-        logits = (logits + state.apply_fn(variables, images[:, :, ::-1], train=False)) / 2
+
+    def over_flips(x):
+        logits = state.apply_fn(variables, x, train=False)
+        if flip:
+            logits = (logits + state.apply_fn(variables, x[:, :, ::-1], train=False)) / 2
+        return logits
+
+    logits = over_flips(images)
+    if translate:
+        height, width = images.shape[1:3]
+        padded = jnp.pad(images, ((0, 0), (translate, translate), (translate, translate),
+                                  (0, 0)), mode='reflect')
+        shifted = [padded[:, :height, :width], padded[:, 2 * translate:, 2 * translate:]]
+        logits = logits / 2 + sum(over_flips(x) for x in shifted) / 4
     return logits
 
 
-def eval_step(state: TrainState, batch: dict, flip: bool = False, ema: bool = True):
+def eval_step(state: TrainState, batch: dict, flip: bool = False, ema: bool = True,
+              translate: int = 0):
     """Summed loss and correct count over the examples whose `mask` is true."""
-    logits = predict_logits(state, batch['image'], flip, ema)
+    logits = predict_logits(state, batch['image'], flip, ema, translate)
     mask = batch['mask']
     loss = cross_entropy(logits, batch['label'])
     return {'loss_sum': jnp.sum(jnp.where(mask, loss, 0.0)),
@@ -226,10 +260,12 @@ def host_split(mesh: Mesh, local: input_pipeline.Split, rows_per_host: int) -> H
     return HostSplit(*(data_parallel.by_host(mesh, x) for x in (*padded, valid)))
 
 
-def make_evaluate(mesh: Mesh, batch_size: int, flip: bool = False, ema: bool = True):
+def make_evaluate(mesh: Mesh, batch_size: int, flip: bool = False, ema: bool = True,
+                  translate: int = 0):
     """evaluate(state, split) -> mean loss and accuracy; the batch step compiles once.
 
-    flip: test-time flipping; ema: the weights' moving average where the state keeps one.
+    flip, translate: test-time views (predict_logits); ema: the weights' moving average
+    where the state keeps one.
     """
     hosts = mesh.shape[data_parallel.HOSTS]
     per_host = -(-batch_size // hosts)
@@ -245,7 +281,8 @@ def make_evaluate(mesh: Mesh, batch_size: int, flip: bool = False, ema: bool = T
             mesh, (split.images, split.labels, split.valid), ids)
         batch = {'image': input_pipeline.normalize(images), 'label': labels,
                  'mask': valid & jnp.tile(positions < rows_per_host, hosts)}
-        return eval_step(state, data_parallel.split_over_devices(mesh, batch), flip, ema)
+        return eval_step(state, data_parallel.split_over_devices(mesh, batch), flip, ema,
+                         translate)
 
     def evaluate(state: TrainState, split: HostSplit) -> dict:
         num_batches = -(-split.labels.shape[0] // hosts // per_host)
@@ -459,11 +496,13 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str):
     is_chief = jax.process_index() == 0
     model = create_model(config, len(class_names))
     if is_chief:
-        print(models.summarize(model))
+        print(models.summarize(model, frozen_layers=frozen_layers(config, model)))
     learning_rate_fn = optim.create_learning_rate_fn(config, total_steps)
     state = create_train_state(
         jax.random.fold_in(jax.random.key(config.seed), INIT_STREAM), model,
-        optim.create_optimizer(config, learning_rate_fn), ema=validation.uses_ema(config))
+        create_optimizer(config, model, learning_rate_fn), ema=validation.uses_ema(config))
+    if config.get('stem_whitening'):  # a restored checkpoint replaces it below
+        state = whiten_first_conv(state, model.first_conv, train[0])
     meta = {'architecture': {**validation.architecture(config), 'num_classes': len(class_names)},
             'config': config.to_dict(), 'class_names': class_names}
     checkpoints = checkpointing.Checkpoints(workdir, config.max_checkpoints_to_keep)
@@ -473,7 +512,8 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str):
               make_train_fn(config, mesh),
               (make_multi_step_fn(config, mesh, config.steps_per_dispatch)
                if config.get('steps_per_dispatch', 1) > 1 else None),
-              make_evaluate(mesh, config.eval_batch_size, config.get('eval_flip', False)),
+              make_evaluate(mesh, config.eval_batch_size, config.get('eval_flip', False),
+                            translate=config.get('eval_translate', 0)),
               jax.jit(learning_rate_fn), checkpoints,
               metric_writers.MetricWriter(workdir, enabled=is_chief, resume_step=step),
               meta, steps_per_epoch, total_steps, is_chief)

@@ -68,6 +68,12 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
     _require(isinstance(cutout, int) and 0 <= cutout <= input_pipeline.IMAGE_SHAPE[0],
              f'config.cutout_size={cutout!r} must be an integer from 0 (off) to '
              f'{input_pipeline.IMAGE_SHAPE[0]}')
+    translate = config.get('eval_translate', 0)
+    _require(isinstance(translate, int) and 0 <= translate < input_pipeline.IMAGE_SHAPE[0] // 2,
+             f'config.eval_translate={translate!r} must be an integer from 0 (off) to '
+             f'{input_pipeline.IMAGE_SHAPE[0] // 2 - 1} pixels')
+    _require(isinstance(config.get('stem_whitening', False), bool),
+             f'config.stem_whitening={config.get("stem_whitening")!r} must be True or False')
     per_call = config.get('steps_per_dispatch', 1)
     _require(isinstance(per_call, int) and per_call >= 1
              and config.log_every_steps % per_call == 0,
@@ -99,12 +105,15 @@ def uses_ema(config: ml_collections.ConfigDict) -> bool:
 
 def architecture(config: ml_collections.ConfigDict) -> dict:
     """The part of `config` that fixes what a checkpoint holds, as plain JSON-able values:
-    the parameter shapes, and whether a moving average of them is kept (an entry only when
-    it is, so that checkpoints from before the average existed still match)."""
+    the parameter shapes, and whether a moving average of them is kept or the first conv
+    frozen (entries only when so, so that checkpoints from before these existed still
+    match)."""
     plain = config.to_dict()
     fields = {name: plain[name] for name in ARCHITECTURE_FIELDS}
     if uses_ema(config):
         fields['ema_decay'] = 'on'
+    if config.get('stem_whitening'):  # a frozen kernel: the optimizer keeps no state for it
+        fields['stem_whitening'] = True
     return _jsonable(fields)
 
 

@@ -16,6 +16,8 @@ def trained(tmp_path_factory):
     config.dataset = rgb_folder(root, train_per_class=32)
     config.num_epochs = 4
     config.ema_decay = 0.9  # evaluation reports the average and the weights themselves
+    config.stem_whitening = True  # restored with its frozen first conv
+    config.eval_translate = 1  # every evaluation averages flips and 1-pixel shifts
     workdir = str(tmp_path_factory.mktemp('workdir'))
     train.train_and_evaluate(config, workdir)
     return workdir, str(root)
@@ -37,6 +39,9 @@ def test_evaluate_best_checkpoint_reports_per_class_and_confusion(trained, capsy
     assert (f"config.ema_decay=0.9); the weights themselves: "
             f"{100 * result['without_ema_accuracy']:.2f}%") in out
     assert all(name in out for name in ('r', 'g', 'b'))
+    assert result['views'] == (True, 1)
+    assert result['view_accuracies']['flip and 1-pixel shifts'] == result['accuracy']
+    assert 'configured flip=True, translate=1' in out and 'none: ' in out
     assert os.path.getsize(os.path.join(workdir, f"confusion_matrix_step{result['step']}.png")) > 1000
 
 

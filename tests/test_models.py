@@ -87,8 +87,10 @@ def test_seed_receptive_field_by_hand():
 
 def test_summary_ends_with_the_total():
     text = models.summarize(models.SeedNet())
-    assert 'Total params: 185,936' in text
+    assert 'Total params: 185,936' in text and 'Trainable params: 185,936' in text
     assert text.count('\n') > len(SEED_TABLE)
+    frozen = models.summarize(models.SeedNet(), frozen_layers=(models.SeedNet.first_conv,))
+    assert 'Total params: 185,936' in frozen and 'Trainable params: 185,504' in frozen
 
 
 def test_default_network_is_depthwise_dilated_and_small():

@@ -135,9 +135,10 @@ def test_learns_a_small_dataset_and_prints_the_seed_lines(learnable_folder, tmp_
 @pytest.mark.parametrize('options', [
     {},
     # Their random and running state resumes too; calls of 4 steps (one program) mix with single
-    # steps around checkpoints and epoch ends.
-    dict(cutout_size=8, ema_decay=0.9, steps_per_dispatch=4, log_every_steps=4),
-], ids=['plain', 'cutout-ema-4-steps-per-call'])
+    # steps around checkpoints and epoch ends; a frozen whitened first conv restores as saved.
+    dict(cutout_size=8, ema_decay=0.9, steps_per_dispatch=4, log_every_steps=4,
+         stem_whitening=True),
+], ids=['plain', 'cutout-ema-4-steps-per-call-whitened'])
 def test_resume_equals_the_uninterrupted_run(learnable_folder, tmp_path, options):
     # 96 images / batch 8 = 12 steps an epoch; 3 epochs; checkpoints every 5 steps and at
     # epoch ends. A copy of the run that keeps only the checkpoints up to step 15 (mid epoch
@@ -254,6 +255,18 @@ def test_test_time_flip_averages_an_image_and_its_mirror():
     plain, of_mirror = (train.predict_logits(state, x) for x in (images, mirrored))
     np.testing.assert_allclose(with_flip, (plain + of_mirror) / 2, rtol=1e-5, atol=1e-6)
     assert not np.allclose(plain, of_mirror)
+
+
+def test_test_time_shifts_add_two_translated_views_at_half_the_weight():
+    state = make_state(tiny_config())
+    images = random_batch()['image']
+    padded = jnp.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)), mode='reflect')
+    views = [images, padded[:, :32, :32], padded[:, 4:, 4:]]
+    flipped = [train.predict_logits(state, x, flip=True) for x in views]
+    np.testing.assert_allclose(train.predict_logits(state, images, flip=True, translate=2),
+                               flipped[0] / 2 + (flipped[1] + flipped[2]) / 4,
+                               rtol=1e-5, atol=1e-6)
+    assert not np.allclose(flipped[1], flipped[0])
 
 
 def library_fusion_roots(hlo_text: str) -> collections.Counter:
