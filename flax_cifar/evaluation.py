@@ -63,10 +63,6 @@ def predict_log_probabilities(state, images: np.ndarray, batch_size: int = 1000,
 VIEWS = {'none': (False, 0), 'flip': (True, 0), 'flip and 1-pixel shifts': (True, 1)}
 
 
-def configured_views(config: ml_collections.ConfigDict) -> tuple[bool, int]:
-    return bool(config.get('eval_flip', False)), int(config.get('eval_translate', 0))
-
-
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
     """Rows: true class; columns: predicted class."""
     matrix = np.zeros((num_classes, num_classes), np.int64)
@@ -113,7 +109,7 @@ def evaluate_checkpoint(workdir: str, which: str = 'best', dataset: str | None =
                                      config.get('data_cache_dir'))
     # The configured views give the loss, the accuracy and the confusion matrix; the others'
     # accuracies are reported beside it, as their effect on this checkpoint.
-    views = configured_views(config)
+    views = train.test_time_views(config)
     flip, translate = views
     log_probabilities = predict_log_probabilities(state, test.images, config.eval_batch_size,
                                                   flip, translate=translate)
@@ -166,7 +162,7 @@ def predict_files(workdir: str, paths: list[str], which: str = 'best') -> list[t
     """(path, class name, probability) per image file, from the workdir's checkpoint."""
     state, config, class_names, _ = restore_for_inference(workdir, which)
     images = np.stack([load_image(p) for p in paths])
-    flip, translate = configured_views(config)
+    flip, translate = train.test_time_views(config)
     probabilities = np.exp(predict_log_probabilities(state, images, flip=flip,
                                                      translate=translate))
     return [(path, class_names[int(p.argmax())], float(p.max()))

@@ -43,7 +43,8 @@ def create_optimizer(config: ml_collections.ConfigDict, learning_rate_fn: optax.
                      frozen: Collection[str] = ()) -> optax.GradientTransformation:
     """SGD with momentum; weight decay on conv and dense kernels only, not BN or biases.
 
-    frozen: parameters ('layer/kernel') that never change: no update, no decay, no momentum.
+    frozen: layers (top-level names) whose parameters never change: no update, no decay, no
+    momentum.
     """
     decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
     sgd = optax.chain(
@@ -52,5 +53,5 @@ def create_optimizer(config: ml_collections.ConfigDict, learning_rate_fn: optax.
     if not frozen:
         return sgd
     label = lambda params: traverse_util.path_aware_map(
-        lambda path, _: 'frozen' if '/'.join(path) in frozen else 'trained', params)
+        lambda path, _: 'frozen' if path[0] in frozen else 'trained', params)
     return optax.multi_transform({'trained': sgd, 'frozen': optax.set_to_zero()}, label)

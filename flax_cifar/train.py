@@ -67,8 +67,12 @@ def frozen_layers(config: ml_collections.ConfigDict, model) -> tuple[str, ...]:
 
 def create_optimizer(config: ml_collections.ConfigDict, model,
                      learning_rate_fn: optax.Schedule) -> optax.GradientTransformation:
-    return optim.create_optimizer(config, learning_rate_fn, frozen=[
-        f'{layer}/kernel' for layer in frozen_layers(config, model)])
+    return optim.create_optimizer(config, learning_rate_fn, frozen_layers(config, model))
+
+
+def test_time_views(config: ml_collections.ConfigDict) -> tuple[bool, int]:
+    """(flip, translate) of predict_logits, as the config asks for them."""
+    return bool(config.get('eval_flip', False)), int(config.get('eval_translate', 0))
 
 
 def create_train_state(rng: jax.Array, model, tx: optax.GradientTransformation,
@@ -501,19 +505,19 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str):
     state = create_train_state(
         jax.random.fold_in(jax.random.key(config.seed), INIT_STREAM), model,
         create_optimizer(config, model, learning_rate_fn), ema=validation.uses_ema(config))
-    if config.get('stem_whitening'):  # a restored checkpoint replaces it below
-        state = whiten_first_conv(state, model.first_conv, train[0])
     meta = {'architecture': {**validation.architecture(config), 'num_classes': len(class_names)},
             'config': config.to_dict(), 'class_names': class_names}
     checkpoints = checkpointing.Checkpoints(workdir, config.max_checkpoints_to_keep)
     state, saved_meta = checkpoints.restore_latest_intact(state, meta['architecture'])
+    if config.get('stem_whitening') and not saved_meta:  # a checkpoint holds its own
+        state = whiten_first_conv(state, model.first_conv, train[0])
     step = int(state.step)
+    flip, translate = test_time_views(config)
     run = Run(config, workdir, mesh, train, num_train, shards, test,
               make_train_fn(config, mesh),
               (make_multi_step_fn(config, mesh, config.steps_per_dispatch)
                if config.get('steps_per_dispatch', 1) > 1 else None),
-              make_evaluate(mesh, config.eval_batch_size, config.get('eval_flip', False),
-                            translate=config.get('eval_translate', 0)),
+              make_evaluate(mesh, config.eval_batch_size, flip, translate=translate),
               jax.jit(learning_rate_fn), checkpoints,
               metric_writers.MetricWriter(workdir, enabled=is_chief, resume_step=step),
               meta, steps_per_epoch, total_steps, is_chief)
