@@ -40,10 +40,34 @@ def restore_for_inference(workdir: str, which: str = 'best'):
     return state, config, class_names, step
 
 
-@functools.partial(jax.jit, static_argnames=('flip', 'ema', 'translate'))
-def _log_probabilities(state, images, flip, ema, translate):
-    return jax.nn.log_softmax(train.predict_logits(
-        state, input_pipeline.normalize(images), flip, ema, translate))
+@functools.partial(jax.jit, static_argnames=('shift', 'mirrored', 'ema'))
+def _view_logits(state, images, shift, mirrored, ema):
+    return state.apply_fn(train.inference_variables(state, ema), train.view_images(
+        input_pipeline.normalize(images), shift, mirrored), train=False)
+
+
+class ViewLogits:
+    """Logits of uint8 NHWC images under test-time views, each view computed once (kept in
+    `logits`, keyed by (shift, mirrored)), so that several settings of (flip, translate)
+    share their common views."""
+
+    def __init__(self, state, images: np.ndarray, batch_size: int = 1000, ema: bool = True):
+        self.state, self.images, self.batch_size, self.ema = state, images, batch_size, ema
+        self.logits = {}
+
+    def logits_of(self, shift: int, mirrored: bool) -> np.ndarray:
+        if (shift, mirrored) not in self.logits:
+            batches = (jnp.asarray(self.images[i:i + self.batch_size])
+                       for i in range(0, len(self.images), self.batch_size))
+            self.logits[shift, mirrored] = np.concatenate([
+                np.asarray(_view_logits(self.state, batch, shift, mirrored, self.ema))
+                for batch in batches])
+        return self.logits[shift, mirrored]
+
+    def log_probabilities(self, flip: bool = False, translate: int = 0) -> np.ndarray:
+        """Log class probabilities averaged over views as train.predict_logits does."""
+        logits = train.average_views(self.logits_of, flip, translate)
+        return np.asarray(jax.nn.log_softmax(jnp.asarray(logits)))
 
 
 def predict_log_probabilities(state, images: np.ndarray, batch_size: int = 1000,
@@ -52,10 +76,7 @@ def predict_log_probabilities(state, images: np.ndarray, batch_size: int = 1000,
     """Log class probabilities for uint8 NHWC images (flip, translate: test-time views, as
     in train.predict_logits; ema: the moving average of the weights, where the state keeps
     one)."""
-    return np.concatenate([
-        np.asarray(_log_probabilities(state, jnp.asarray(images[i:i + batch_size]), flip, ema,
-                                      translate))
-        for i in range(0, len(images), batch_size)])
+    return ViewLogits(state, images, batch_size, ema).log_probabilities(flip, translate)
 
 
 # Test-time views whose accuracy `evaluate_checkpoint` reports beside the configured ones:
@@ -111,16 +132,15 @@ def evaluate_checkpoint(workdir: str, which: str = 'best', dataset: str | None =
     # accuracies are reported beside it, as their effect on this checkpoint.
     views = train.test_time_views(config)
     flip, translate = views
-    log_probabilities = predict_log_probabilities(state, test.images, config.eval_batch_size,
-                                                  flip, translate=translate)
+    test_logits = ViewLogits(state, test.images, config.eval_batch_size)
+    log_probabilities = test_logits.log_probabilities(flip, translate)
     matrix = confusion_matrix(test.labels, log_probabilities.argmax(-1), len(class_names))
     count = len(test.labels)
     result = {'loss': float(-log_probabilities[np.arange(count), test.labels].mean()),
               'correct': int(np.trace(matrix)), 'count': count,
               'accuracy': float(np.trace(matrix)) / count}
-    view_accuracies = {name: (result['accuracy'] if other == views else float(np.mean(
-        predict_log_probabilities(state, test.images, config.eval_batch_size, other[0],
-                                  translate=other[1]).argmax(-1) == test.labels)))
+    view_accuracies = {
+        name: float(np.mean(test_logits.log_probabilities(*other).argmax(-1) == test.labels))
         for name, other in VIEWS.items()}
     print(f'{which} checkpoint: step {step} of {workdir}')
     print(f"Test set: Average loss: {result['loss']:.4f}, Accuracy: "
@@ -130,8 +150,8 @@ def evaluate_checkpoint(workdir: str, which: str = 'best', dataset: str | None =
               f'{name}: {100 * accuracy:.2f}%' for name, accuracy in view_accuracies.items()))
     raw_accuracy = None
     if train.ema_of(state) is not None:
-        raw = predict_log_probabilities(state, test.images, config.eval_batch_size, flip,
-                                        ema=False, translate=translate)
+        raw = ViewLogits(state, test.images, config.eval_batch_size,
+                         ema=False).log_probabilities(flip, translate)
         raw_accuracy = float(np.mean(raw.argmax(-1) == test.labels))
         print(f'Moving average of the weights (config.ema_decay={config.ema_decay}); '
               f'the weights themselves: {100 * raw_accuracy:.2f}%')

@@ -141,29 +141,46 @@ def raw_variables(state: TrainState) -> dict:
     return {'params': state.params, 'batch_stats': state.batch_stats}
 
 
+def view_images(images: jax.Array, shift: int, mirrored: bool) -> jax.Array:
+    """One test-time view: images shifted `shift` pixels down-right (up-left if negative;
+    borders reflected), then mirrored left to right if `mirrored`."""
+    if shift:
+        t = abs(shift)
+        height, width = images.shape[1:3]
+        padded = jnp.pad(images, ((0, 0), (t, t), (t, t), (0, 0)), mode='reflect')
+        images = padded[:, :height, :width] if shift > 0 else padded[:, 2 * t:, 2 * t:]
+    return images[:, :, ::-1] if mirrored else images
+
+
+def average_views(logits_of, flip: bool, translate: int):
+    """The test-time average of `logits_of(shift, mirrored)`, each view's logits: with flip,
+    each image and its mirror image count alike; with translate=t, half of the weight goes
+    to the views shifted t pixels down-right and up-left (airbench's multi-crop)."""
+    def over_flips(shift):
+        logits = logits_of(shift, False)
+        return (logits + logits_of(shift, True)) / 2 if flip else logits
+
+    logits = over_flips(0)
+    if translate:
+        logits = logits / 2 + (over_flips(translate) + over_flips(-translate)) / 4
+    return logits
+
+
+def inference_variables(state: TrainState, ema: bool = True) -> dict:
+    """The moving average of the weights where the state has one (unless ema=False), else
+    the weights themselves."""
+    averaged = ema_of(state) if ema else None
+    return raw_variables(state) if averaged is None else averaged
+
+
 def predict_logits(state: TrainState, images: jax.Array, flip: bool = False,
                    ema: bool = True, translate: int = 0) -> jax.Array:
-    """Logits of normalized images, averaged over test-time views the network was trained
-    on. flip=True: each image and its mirror image. translate=t: half of that weight goes to
-    the image shifted by t pixels down-right and up-left (borders reflected), as in airbench.
-    The moving average of the weights is used where the state has one, unless ema=False."""
-    averaged = ema_of(state) if ema else None
-    variables = raw_variables(state) if averaged is None else averaged
-
-    def over_flips(x):
-        logits = state.apply_fn(variables, x, train=False)
-        if flip:
-            logits = (logits + state.apply_fn(variables, x[:, :, ::-1], train=False)) / 2
-        return logits
-
-    logits = over_flips(images)
-    if translate:
-        height, width = images.shape[1:3]
-        padded = jnp.pad(images, ((0, 0), (translate, translate), (translate, translate),
-                                  (0, 0)), mode='reflect')
-        shifted = [padded[:, :height, :width], padded[:, 2 * translate:, 2 * translate:]]
-        logits = logits / 2 + sum(over_flips(x) for x in shifted) / 4
-    return logits
+    """Logits of normalized images, averaged over the test-time views (average_views)."""
+    variables = inference_variables(state, ema)
+    return average_views(
+        lambda shift, mirrored: state.apply_fn(
+            variables, view_images(images, shift, mirrored), train=False),
+        flip, translate)
 
 
 def eval_step(state: TrainState, batch: dict, flip: bool = False, ema: bool = True,

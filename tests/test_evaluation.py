@@ -1,11 +1,13 @@
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs import smoke
 from conftest import rgb_folder, write_image_folder
-from flax_cifar import evaluation, metric_writers, plots, train
+from flax_cifar import evaluation, input_pipeline, metric_writers, plots, train
 from flax_cifar.errors import InputError
 
 
@@ -48,6 +50,21 @@ def test_evaluate_best_checkpoint_reports_per_class_and_confusion(trained, capsy
 def test_latest_checkpoint_is_the_last_step(trained):
     workdir, _ = trained
     assert evaluation.evaluate_checkpoint(workdir, 'latest')['step'] == 4 * 12
+
+
+def test_view_logits_compute_each_view_once_and_average_as_training_does(trained):
+    workdir, _ = trained
+    state, config, _, _ = evaluation.restore_for_inference(workdir, 'latest')
+    images = np.random.default_rng(0).integers(0, 256, (7, 32, 32, 3), dtype=np.uint8)
+    views = evaluation.ViewLogits(state, images, batch_size=4)  # a partial last batch
+    for flip, translate in [(False, 0), (True, 0), (True, 1), (False, 2)]:
+        expected = jax.nn.log_softmax(train.predict_logits(
+            state, input_pipeline.normalize(jnp.asarray(images)), flip, translate=translate))
+        np.testing.assert_allclose(views.log_probabilities(flip, translate), expected,
+                                   rtol=1e-5, atol=1e-5)
+    # plain and mirrored, shifted by 0, +1 and -1; unmirrored only, by +2 and -2
+    assert sorted(views.logits) == [(-2, False), (-1, False), (-1, True), (0, False), (0, True),
+                                    (1, False), (1, True), (2, False)]
 
 
 def test_predict_names_classes_with_probabilities(trained, tmp_path):
