@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from flax_cifar import (checkpointing, data_parallel, input_pipeline, metric_writers, models,
                         optim, plots, validation, whitening, xla_options)
+from flax_cifar.errors import InputError
 
 # Independent random streams, each folded with the step or epoch it serves.
 INIT_STREAM, EPOCH_ORDER_STREAM, AUGMENT_STREAM, DROPOUT_STREAM, CUTOUT_STREAM = range(5)
@@ -68,6 +69,22 @@ def frozen_layers(config: ml_collections.ConfigDict, model) -> tuple[str, ...]:
 def create_optimizer(config: ml_collections.ConfigDict, model,
                      learning_rate_fn: optax.Schedule) -> optax.GradientTransformation:
     return optim.create_optimizer(config, learning_rate_fn, frozen_layers(config, model))
+
+
+def use_cpu_devices(config: ml_collections.ConfigDict):
+    """Splits the CPU into config.cpu_devices JAX devices; JAX must not have started yet."""
+    count = config.get('cpu_devices', 1)
+    if not isinstance(count, int) or count < 1:
+        raise InputError(f'config.cpu_devices={count!r} must be a positive integer')
+    if count == 1 or jax.config.jax_num_cpu_devices == count:
+        return
+    try:
+        jax.config.update('jax_num_cpu_devices', count)
+    except RuntimeError:
+        if len(jax.devices('cpu')) != count:
+            raise InputError(
+                f'config.cpu_devices={count}: JAX started with {len(jax.devices("cpu"))} CPU '
+                f'devices before the config was read; set it in a fresh process') from None
 
 
 def test_time_views(config: ml_collections.ConfigDict) -> tuple[bool, int]:
@@ -509,6 +526,7 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str):
 
     Returns (run, state, step, epoch sums so far).
     """
+    use_cpu_devices(config)  # before anything asks JAX for its devices
     validation.validate_config(config)
     mesh = data_parallel.create_mesh()
     shards = data_parallel.num_shards(config)
@@ -518,6 +536,9 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str):
     model = create_model(config, len(class_names))
     if is_chief:
         print(models.summarize(model, frozen_layers=frozen_layers(config, model)))
+        print(f'Devices: {jax.device_count()} {jax.devices()[0].device_kind} in '
+              f'{jax.process_count()} process(es), {config.batch_size // jax.device_count()} '
+              f'images of each batch on each')
     learning_rate_fn = optim.create_learning_rate_fn(config, total_steps)
     state = create_train_state(
         jax.random.fold_in(jax.random.key(config.seed), INIT_STREAM), model,
