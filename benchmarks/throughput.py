@@ -114,7 +114,8 @@ def measure(config) -> dict:
         run.checkpoints.close()
         run.writer.close()
 
-    flops_per_image = train_step_flops(compiled) / config.batch_size
+    # XLA's cost analysis is of one device's program: its share of the batch.
+    flops_per_image = train_step_flops(compiled) / (config.batch_size // jax.device_count())
     return {
         'model': config.model, 'batch_size': config.batch_size,
         'half_precision': bool(config.half_precision), 'dataset': config.dataset,

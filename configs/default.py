@@ -90,12 +90,6 @@ def get_config() -> ml_collections.ConfigDict:
     # training step's convolutions to XLA's own kernels: the default network's step 0.96x the
     # time, the seed's 0.87x (jax 0.12; README, Speed). Ignored on GPU and TPU.
     config.cpu_ynnpack_convolutions = False
-    # On a CPU backend, split the host into this many JAX devices (jax_num_cpu_devices), each
-    # batch sharded over them like over GPUs: XLA runs each device's part of the step on a
-    # thread of its own, which keeps several cores busier than its intra-op threads do.
-    # The same run up to float rounding; the batch sizes must divide by it. Ignored on GPU
-    # and TPU. Measured in README, Speed.
-    config.cpu_devices = 1
     config.distributed = ml_collections.ConfigDict(dict(
         # 'host:port' of process 0; None: a single process, or a TPU pod (found by JAX).
         coordinator_address=ml_collections.config_dict.placeholder(str),

@@ -23,7 +23,6 @@ from tqdm import tqdm
 
 from flax_cifar import (checkpointing, data_parallel, input_pipeline, metric_writers, models,
                         optim, plots, validation, whitening, xla_options)
-from flax_cifar.errors import InputError
 
 # Independent random streams, each folded with the step or epoch it serves.
 INIT_STREAM, EPOCH_ORDER_STREAM, AUGMENT_STREAM, DROPOUT_STREAM, CUTOUT_STREAM = range(5)
@@ -69,22 +68,6 @@ def frozen_layers(config: ml_collections.ConfigDict, model) -> tuple[str, ...]:
 def create_optimizer(config: ml_collections.ConfigDict, model,
                      learning_rate_fn: optax.Schedule) -> optax.GradientTransformation:
     return optim.create_optimizer(config, learning_rate_fn, frozen_layers(config, model))
-
-
-def use_cpu_devices(config: ml_collections.ConfigDict):
-    """Splits the CPU into config.cpu_devices JAX devices; JAX must not have started yet."""
-    count = config.get('cpu_devices', 1)
-    if not isinstance(count, int) or count < 1:
-        raise InputError(f'config.cpu_devices={count!r} must be a positive integer')
-    if count == 1 or jax.config.jax_num_cpu_devices == count:
-        return
-    try:
-        jax.config.update('jax_num_cpu_devices', count)
-    except RuntimeError:
-        if len(jax.devices('cpu')) != count:
-            raise InputError(
-                f'config.cpu_devices={count}: JAX started with {len(jax.devices("cpu"))} CPU '
-                f'devices before the config was read; set it in a fresh process') from None
 
 
 def test_time_views(config: ml_collections.ConfigDict) -> tuple[bool, int]:
@@ -499,12 +482,16 @@ class Run:
             if checkpoint_due or stopping:
                 self.save(step, state, sums)
             if stopping:
-                self.checkpoints.wait_until_finished()
-                self.say(f'\nSIGTERM: saved a checkpoint at step {step}; run the same '
-                         f'command to resume.')
-                raise Preempted(step)
+                self.stop_after_sigterm(step)
         bar.close()
         return state, step
+
+    def stop_after_sigterm(self, step: int):
+        """Waits for the checkpoint of `step` to be on disk, says so and exits (143)."""
+        self.checkpoints.wait_until_finished()
+        self.say(f'\nSIGTERM: saved a checkpoint at step {step}; run the same command to '
+                 f'resume.')
+        raise Preempted(step)
 
     def end_epoch(self, state, step: int, epoch: int, sums: EpochSums):
         """Tests, prints the seed's test line, logs the epoch and checkpoints it."""
@@ -526,7 +513,6 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str):
 
     Returns (run, state, step, epoch sums so far).
     """
-    use_cpu_devices(config)  # before anything asks JAX for its devices
     validation.validate_config(config)
     mesh = data_parallel.create_mesh()
     shards = data_parallel.num_shards(config)
@@ -537,8 +523,9 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str):
     if is_chief:
         print(models.summarize(model, frozen_layers=frozen_layers(config, model)))
         print(f'Devices: {jax.device_count()} {jax.devices()[0].device_kind} in '
-              f'{jax.process_count()} process(es), {config.batch_size // jax.device_count()} '
-              f'images of each batch on each')
+              f'{jax.process_count()} process(es), each taking '
+              f'{config.batch_size // jax.device_count()} of the {config.batch_size} images '
+              f'of a batch')
     learning_rate_fn = optim.create_learning_rate_fn(config, total_steps)
     state = create_train_state(
         jax.random.fold_in(jax.random.key(config.seed), INIT_STREAM), model,
@@ -580,8 +567,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 run.end_epoch(state, step, epoch, sums)
                 sums = EpochSums()
                 if preempted():
-                    run.checkpoints.wait_until_finished()
-                    raise Preempted(step)
+                    run.stop_after_sigterm(step)
     finally:
         run.checkpoints.close()
         run.writer.close()

@@ -10,16 +10,22 @@ from conftest import rgb_folder
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_throughput_benchmark_reports_every_measurement_as_json(tmp_path):
-    folder = rgb_folder(tmp_path / 'data', train_per_class=8, test_per_class=3)
+def run_throughput(folder, *overrides, devices=1) -> dict:
     output = subprocess.run(
         [sys.executable, os.path.join(REPO, 'benchmarks', 'throughput.py'), '--config',
          os.path.join(REPO, 'configs', 'smoke.py'), f'--config.dataset={folder}',
          '--steps=2', '--repeats=1', '--epoch_steps=2', '--depthwise_implementation=conv',
-         '--json'],
-        capture_output=True, text=True, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+         '--json', *overrides],
+        capture_output=True, text=True, env={
+            **os.environ, 'JAX_PLATFORMS': 'cpu',
+            'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}'})
     assert output.returncode == 0, output.stderr[-3000:]
-    result = json.loads(output.stdout.strip().splitlines()[-1])
+    return json.loads(output.stdout.strip().splitlines()[-1])
+
+
+def test_throughput_benchmark_reports_every_measurement_as_json(tmp_path):
+    folder = rgb_folder(tmp_path / 'data', train_per_class=8, test_per_class=3)
+    result = run_throughput(folder)
     for key in ('train_images_per_s', 'epoch_images_per_s', 'eval_images_per_s', 'compile_s',
                 'startup_s', 'flops_per_image', 'gflops_per_s'):
         assert result[key] > 0, key
@@ -27,6 +33,10 @@ def test_throughput_benchmark_reports_every_measurement_as_json(tmp_path):
     assert result['epoch_steps'] == 2 and result['batch_size'] == 8
     assert result['backend'] == 'cpu' and result['model'] == 'dsresnet'
     assert result['depthwise_implementation'] == 'conv'
+    # Over two devices each device's program computes half the batch: the same per image.
+    split = run_throughput(folder, devices=2)
+    assert split['devices'] == 2
+    assert abs(split['flops_per_image'] / result['flops_per_image'] - 1) < 0.1
 
 
 def test_step_profile_attributes_the_step_to_layers_and_passes():

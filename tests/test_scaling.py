@@ -12,7 +12,6 @@ import pytest
 from configs import smoke
 from conftest import rgb_folder
 from flax_cifar import evaluation, train
-from flax_cifar.errors import InputError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,23 +55,7 @@ def test_eight_devices_match_one_device_on_the_same_global_batch(folder, one_dev
     assert close((one_device.params, one_device.batch_stats),
                  (sharded.params, sharded.batch_stats))
     assert 'Test set' in output
-
-
-def test_cpu_devices_split_this_host_and_match_one_device(folder, one_device, tmp_path):
-    output = run_main(folder, tmp_path, extra=('--config.cpu_devices=2',))
-    assert 'Devices: 2 cpu in 1 process(es), 4 images of each batch on each' in output
-    split = evaluation.restore_for_inference(str(tmp_path), 'latest')[0]
-    assert int(split.step) == 6
-    assert close((one_device.params, one_device.batch_stats), (split.params, split.batch_stats))
-
-
-def test_cpu_devices_after_jax_started_is_named(folder, tmp_path):
-    config = smoke.get_config()
-    config.dataset = folder
-    config.cpu_devices = len(jax.devices('cpu')) + 1  # this test process has started JAX
-    with pytest.raises(InputError, match=r'config.cpu_devices=\d+: JAX started with'):
-        train.train_and_evaluate(config, str(tmp_path))
-    assert not os.listdir(tmp_path)  # nothing written
+    assert 'Devices: 8 cpu in 1 process(es), each taking 1 of the 8 images of a batch' in output
 
 
 def test_two_processes_load_their_own_shards_match_one_and_restore_in_one(folder, tmp_path):
