@@ -54,7 +54,7 @@ def test_latest_checkpoint_is_the_last_step(trained):
 
 def test_view_logits_compute_each_view_once_and_average_as_training_does(trained):
     workdir, _ = trained
-    state, config, _, _ = evaluation.restore_for_inference(workdir, 'latest')
+    state = evaluation.restore_for_inference(workdir, 'latest')[0]
     images = np.random.default_rng(0).integers(0, 256, (7, 32, 32, 3), dtype=np.uint8)
     views = evaluation.ViewLogits(state, images, batch_size=4)  # a partial last batch
     for flip, translate in [(False, 0), (True, 0), (True, 1), (False, 2)]:
