@@ -52,16 +52,17 @@ class ViewLogits:
     share their common views."""
 
     def __init__(self, state, images: np.ndarray, batch_size: int = 1000, ema: bool = True):
-        self.state, self.images, self.batch_size, self.ema = state, images, batch_size, ema
+        self.state, self.ema = state, ema
+        # On the device once, for every view.
+        self.batches = [jnp.asarray(images[i:i + batch_size])
+                        for i in range(0, len(images), batch_size)]
         self.logits = {}
 
     def logits_of(self, shift: int, mirrored: bool) -> np.ndarray:
         if (shift, mirrored) not in self.logits:
-            batches = (jnp.asarray(self.images[i:i + self.batch_size])
-                       for i in range(0, len(self.images), self.batch_size))
             self.logits[shift, mirrored] = np.concatenate([
                 np.asarray(_view_logits(self.state, batch, shift, mirrored, self.ema))
-                for batch in batches])
+                for batch in self.batches])
         return self.logits[shift, mirrored]
 
     def log_probabilities(self, flip: bool = False, translate: int = 0) -> np.ndarray:
