@@ -27,8 +27,8 @@ BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
 class Dropout(nn.Module):
     """`nn.Dropout`, with masks drawn from 16 random bits per element instead of 32.
 
-    On CPU JAX's threefry bits were most of the seed network's train-mode forward (README,
-    Speed); viewing each 32-bit draw as two 16-bit ones halves that, and on CPU the bits come
+    On CPU JAX's threefry bits were most of the seed network's train-mode forward
+    (docs/speed.md); viewing each 32-bit draw as two 16-bit ones halves that, and on CPU the bits come
     from threefry's non-partitionable form, 3-4x faster to compute there (the partitionable
     one, JAX's default, lets sharded devices each draw only their share: kept elsewhere). The
     drop probability is `rate` rounded to a multiple of 2**-16, and kept values are scaled by
@@ -59,7 +59,7 @@ class Pool(nn.Module):
     Max pooling over non-overlapping windows that tile the image is computed as a reshape
     and a max: the same outputs, and a backward pass that XLA fuses into elementwise work,
     where `nn.max_pool`'s select-and-scatter took 30-75x its forward on CPU (the default
-    network's three pools: 474 ms of backward against 11 ms of forward, README, Speed). Only
+    network's three pools: 474 ms of backward against 11 ms of forward, docs/speed.md). Only
     exact ties differ: their gradient is split between them instead of going to one.
     """
     kind: str  # 'avg' or 'max'
@@ -109,7 +109,7 @@ class PointwiseConv(nn.Module):
     backend computed a convolution over the batch 3-17x slower than the forward
     (`benchmarks/layer_profile.py`). As plain dots both ways these layers were fast alone,
     but the seed network with true depthwise convs (16-64 channels) trained 1.8x slower
-    (README, Speed).
+    (docs/speed.md).
     """
     features: int
     dtype: Any = jnp.float32
@@ -190,7 +190,7 @@ class DepthwiseConv(nn.Module):
     images (`_shifted_depthwise_cpu_bwd`); a GPU keeps plain autodiff, where a loop over
     chunks would cost a host round trip each. A stride that divides the dilation (the seed's
     unit5) is taken as `SubsampledConv` takes it, by either implementation: the true-depthwise
-    seed network's step 0.886x the time on CPU (paired rounds, README, Speed).
+    seed network's step 0.886x the time on CPU (paired rounds, docs/speed.md).
     """
     kernel_size: tuple = (3, 3)
     strides: int = 1

@@ -247,7 +247,7 @@ def make_multi_step_fn(config: ml_collections.ConfigDict, mesh: Mesh, num_steps:
     One dispatch instead of `num_steps` round trips through Python, where the host's per-step
     cost rivals a short step (fast GPUs and TPUs). The steps are unrolled, not a lax.scan:
     XLA's CPU backend ran a scan's body at half speed, while the unrolled program trains
-    faster than single steps there too (README, Speed). Compile time grows with num_steps.
+    faster than single steps there too (docs/speed.md). Compile time grows with num_steps.
     Each step computes what `make_train_fn`'s does, with the same keys; XLA fuses the program
     as a whole, so results agree with single steps up to float rounding.
     """
