@@ -103,8 +103,8 @@ def get_config() -> ml_collections.ConfigDict:
     # Training steps per call from Python, unrolled in one program: >1 hides the host's
     # per-step dispatch where a step is short, at a longer first compile. Divides
     # log_every_steps; any value gives the same run up to float rounding. Measured
-    # (docs/speed.md): 1.09-1.28x faster steps on a CPU core, first call 36.6 s instead of 8.1 s (8);
-    # one H100: the real epoch 1.41x faster, ~30 s more compile (10): for long runs.
+    # (docs/speed.md): 1.09-1.28x faster steps on a CPU core, first call 36.6 s instead of
+    # 8.1 s (8); one H100: the real epoch 1.41x faster, ~30 s more compile (10): for long runs.
     config.steps_per_dispatch = 1
     config.checkpoint_every_steps = 200  # also checkpoint every this many steps (-1: epochs only)
     config.max_checkpoints_to_keep = 3

@@ -28,11 +28,12 @@ class Dropout(nn.Module):
     """`nn.Dropout`, with masks drawn from 16 random bits per element instead of 32.
 
     On CPU JAX's threefry bits were most of the seed network's train-mode forward
-    (docs/speed.md); viewing each 32-bit draw as two 16-bit ones halves that, and on CPU the bits come
-    from threefry's non-partitionable form, 3-4x faster to compute there (the partitionable
-    one, JAX's default, lets sharded devices each draw only their share: kept elsewhere). The
-    drop probability is `rate` rounded to a multiple of 2**-16, and kept values are scaled by
-    the exact inverse of the keep probability, so the output's expectation is the input.
+    (docs/speed.md); viewing each 32-bit draw as two 16-bit ones halves that, and on CPU the
+    bits come from threefry's non-partitionable form, 3-4x faster to compute there (the
+    partitionable one, JAX's default, lets sharded devices each draw only their share: kept
+    elsewhere). The drop probability is `rate` rounded to a multiple of 2**-16, and kept
+    values are scaled by the exact inverse of the keep probability, so the output's
+    expectation is the input.
     """
     rate: float
     deterministic: bool = False
