@@ -92,12 +92,6 @@ def create_train_state(rng: jax.Array, model, tx: optax.GradientTransformation,
 
 def whiten_first_conv(state: TrainState, layer: str, train_images: jax.Array) -> TrainState:
     """The state with `layer`'s kernel whitened (config.stem_whitening), its average too."""
-    if isinstance(train_images.sharding, NamedSharding):
-        # Every device estimates the covariance from all the images it uses: summed shard by
-        # shard it would round differently for each device count, and the eigenvectors of
-        # nearly equal eigenvalues turn with the rounding. So 1 device and 8 get one kernel.
-        train_images = jax.jit(lambda images: images[:whitening.NUM_IMAGES], out_shardings=
-                               NamedSharding(train_images.sharding.mesh, P()))(train_images)
     kernel = whitening.kernel_like(state.params[layer]['kernel'], train_images)
     state = state.replace(params=whitening.with_kernel(state.params, layer, kernel))
     if ema_of(state) is not None:  # a buffer of its own: the step donates both
