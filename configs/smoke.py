@@ -23,9 +23,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.num_epochs = 2
     config.learning_rate = 0.05
     config.log_every_steps = 2
-    # Off: on the tests' random images the patch eigenvalues are nearly equal, so the whitened
-    # kernel turns with rounding: a 1-device and an 8-device process (XLA's CPU kernels split
-    # their work differently) got kernels 4.6e-5 apart, and tests/test_scaling.py's runs drift
-    # beyond its tolerance. tests/test_whitening.py turns it on where it is tested.
+    # Off: with it on, tests/test_scaling.py's 8-device and 1-device smoke runs drift apart
+    # beyond its tolerance. On random images the top patch eigenvalues are nearly equal (1.68,
+    # 1.44, 1.43, 1.43 for 160 uniform ones), so the whitened kernel turns with rounding: a
+    # 1-device and an 8-device process got kernels 4.6e-5 apart (ad hoc). tests/
+    # test_whitening.py turns it on where it is tested.
     config.stem_whitening = False
     return config
