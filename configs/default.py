@@ -43,8 +43,12 @@ def get_config() -> ml_collections.ConfigDict:
     # '': no cache). The cache key covers every file's name, size and mtime.
     config.data_cache_dir = ml_collections.config_dict.placeholder(str)
     config.augment = True              # random crop and flip, inside the jitted step
-    config.crop_padding = 4            # zero padding before the random 32x32 crop
+    config.crop_padding = 4            # padding before the random 32x32 crop
+    config.crop_pad_mode = 'constant'  # pad with zeros ('constant') or reflected borders
     config.flip = True                 # random horizontal flips
+    # Flips alternate instead: a fixed random half of the images is mirrored, and every image
+    # is mirrored in odd epochs, so each is seen both ways every two epochs (airbench).
+    config.alternating_flip = False
     # Patch whitening (airbench): the first conv's kernel is set from the covariance of the
     # training images' patches (its top eigenvectors, scaled to unit variance, and their
     # negatives) and never trained. Faster early epochs, and after 15 (CPU, seeds 0-2, flip)
@@ -74,10 +78,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.momentum = 0.9
     config.nesterov = True
     config.weight_decay = 5e-4         # L2 on conv and dense kernels (not BN, not biases)
+    config.bn_bias_lr_scale = 1.0      # BatchNorm biases' learning rate over the others'
     config.label_smoothing = 0.1       # 0 for plain cross-entropy
     # Evaluate a moving average of the weights and BatchNorm statistics, updated every step
     # with this decay (held below (1 + step) / (10 + step) early on); 0: the weights as they are.
     config.ema_decay = 0.0
+    # Lookahead (train.Lookahead): every `every` steps from epoch `start_epoch` on, a slow copy
+    # of the weights moves towards them and they jump back to it; 0: off.
+    config.lookahead = ml_collections.ConfigDict(dict(every=0, decay=0.95, power=3.0,
+                                                      start_epoch=3))
 
     # Devices and hosts.
     # The training split is cut into this many equal shards; each process loads only its

@@ -57,7 +57,7 @@ class Dropout(nn.Module):
 class Pool(nn.Module):
     """Average or max pooling as a module, so that it shows in the summary and the RF.
 
-    Max pooling over non-overlapping windows that tile the image is computed as a reshape
+    Max pooling over non-overlapping windows is computed as a reshape
     and a max: the same outputs, and a backward pass that XLA fuses into elementwise work,
     where `nn.max_pool`'s select-and-scatter took 30-75x its forward on CPU (the default
     network's three pools: 474 ms of backward against 11 ms of forward, docs/speed.md). Only
@@ -70,7 +70,8 @@ class Pool(nn.Module):
     def __call__(self, x):
         n, h, w, c = x.shape
         k = self.window
-        if self.kind == 'max' and self.stride == k and h % k == 0 and w % k == 0:
+        if self.kind == 'max' and self.stride == k:  # a ragged edge is dropped, as VALID does
+            x = x[:, :h - h % k, :w - w % k]
             return x.reshape(n, h // k, k, w // k, k, c).max(axis=(2, 4))
         pool = nn.avg_pool if self.kind == 'avg' else nn.max_pool
         return pool(x, (k, k), strides=(self.stride, self.stride))
@@ -114,10 +115,11 @@ class PointwiseConv(nn.Module):
     """
     features: int
     dtype: Any = jnp.float32
+    kernel_init: Any = nn.initializers.lecun_normal()
 
     @nn.compact
     def __call__(self, x):
-        kernel = self.param('kernel', nn.initializers.lecun_normal(),
+        kernel = self.param('kernel', self.kernel_init,
                             (1, 1, x.shape[-1], self.features), jnp.float32)
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
         return _pointwise(x, kernel)
@@ -199,6 +201,7 @@ class DepthwiseConv(nn.Module):
     kernel_dilation: int = 1
     dtype: Any = jnp.float32
     implementation: str = 'auto'  # 'auto' (by backend), 'shifts' or 'conv'
+    kernel_init: Any = nn.initializers.lecun_normal()
 
     @nn.compact
     def __call__(self, x):
@@ -206,8 +209,8 @@ class DepthwiseConv(nn.Module):
             raise InputError(f'depthwise_implementation={self.implementation!r} is not one of '
                              f'{IMPLEMENTATIONS}')
         channels = x.shape[-1]
-        kernel = self.param('kernel', nn.initializers.lecun_normal(),
-                            (*self.kernel_size, 1, channels), jnp.float32)
+        kernel = self.param('kernel', self.kernel_init, (*self.kernel_size, 1, channels),
+                            jnp.float32)
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
         backend = jax.default_backend()
         use_shifts = self.implementation == 'shifts' or (
@@ -272,18 +275,20 @@ class SeparableConv(nn.Module):
     depthwise: bool = True
     dtype: Any = jnp.float32
     implementation: str = 'auto'  # DepthwiseConv's: 'auto', 'shifts' or 'conv'
+    kernel_init: Any = nn.initializers.lecun_normal()
 
     @nn.compact
     def __call__(self, x):
         in_features = x.shape[-1]
         if self.depthwise:
             x = DepthwiseConv((3, 3), self.stride, self.padding, self.dilation, self.dtype,
-                              self.implementation, name='depthwise')(x)
+                              self.implementation, self.kernel_init, name='depthwise')(x)
         else:
             x = nn.Conv(in_features, (3, 3), strides=self.stride, padding=self.padding,
                         kernel_dilation=self.dilation, use_bias=False, dtype=self.dtype,
+                        kernel_init=self.kernel_init,
                         conv_general_dilated_cls=SubsampledConv, name='depthwise')(x)
-        return PointwiseConv(self.features, self.dtype, name='pointwise')(x)
+        return PointwiseConv(self.features, self.dtype, self.kernel_init, name='pointwise')(x)
 
 
 # The seed's table, one row per conv unit: (features, dilation, stride, padding, separable).
@@ -374,7 +379,88 @@ class DSResNet(nn.Module):
         return x.astype(jnp.float32)
 
 
-MODELS = {'seed': SeedNet, 'dsresnet': DSResNet}
+ACTIVATIONS = {'relu': nn.relu, 'gelu': nn.gelu}
+
+
+def dirac_init(base=nn.initializers.lecun_normal()):
+    """`base`, with the first min(in, out) filters made the identity (airbench's dirac
+    init): each conv starts close to passing its input through, a residual without the
+    shortcut. A depthwise kernel (HWIO with I=1) keeps its random taps around a centre of 1."""
+    def init(key, shape, dtype=jnp.float32):
+        kernel = base(key, shape, dtype)
+        height, width, inputs, outputs = shape
+        if inputs == 1:
+            return kernel.at[height // 2, width // 2].set(1.0)
+        n = jnp.arange(min(inputs, outputs))
+        return kernel.at[:, :, :, n].set(0.0).at[height // 2, width // 2, n, n].set(1.0)
+    return init
+
+
+class AirNet(nn.Module):
+    """airbench's layout, made depthwise-separable and dilated, for under 200k parameters.
+
+    A frozen 2x2 patch-whitening conv (config.stem_whitening), then one block per width:
+    conv -> 2x2 max pool -> BN -> act, then `depth - 1` more conv -> BN -> act, dilated.
+    Every conv is depthwise-separable (a depthwise 3x3 and a pointwise 1x1) except, with
+    `dense_first`, block 1's first, where the input has only the whitened channels. A final
+    max pool over what is left, a dense classifier scaled by `head_scale` (airbench: 1/9,
+    logits that start small keep the high learning rate stable).
+    """
+    first_conv: ClassVar[str] = 'whiten_conv'  # the layer config.stem_whitening sets
+    whiten_kernel: int = 2
+    whiten_features: int = 24       # twice the patch's 2*2*3 entries: every direction, +/-
+    block_features: Sequence[int] = (64, 192, 256)
+    block_depths: Sequence[int] = (2, 2, 2)        # convs per block, the first one pools
+    block_dilations: Sequence[int] = (2, 2, 1)     # of each block's convs after the first
+    dense_first: bool = True        # block 1's first 3x3 conv dense, not separable
+    depthwise: bool = True          # feature_group_count=in_features in the separable convs
+    residual: bool = False          # x + conv(x) around the convs after each block's first
+    activation: str = 'gelu'        # 'gelu' or 'relu'
+    dirac: bool = True              # identity-initialized convs (dirac_init)
+    bn_scale: bool = False          # train BatchNorm's scale; airbench holds it at 1
+    bn_momentum: float = 0.6        # running statistics' decay (PyTorch's 0.4)
+    head_scale: float = 1 / 9
+    num_classes: int = 10
+    dtype: Any = jnp.float32
+    depthwise_implementation: str = 'auto'  # how true depthwise convs compute (DepthwiseConv)
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        if self.activation not in ACTIVATIONS:
+            raise InputError(f'config.model_args.activation={self.activation!r} is not one of '
+                             f'{sorted(ACTIVATIONS)}')
+        act = ACTIVATIONS[self.activation]
+        init = dirac_init() if self.dirac else nn.initializers.lecun_normal()
+        norm = functools.partial(nn.BatchNorm, use_running_average=not train, epsilon=1e-5,
+                                 momentum=self.bn_momentum, use_scale=self.bn_scale,
+                                 dtype=self.dtype)
+        x = x.astype(self.dtype)
+        x = nn.Conv(self.whiten_features, (self.whiten_kernel,) * 2, padding='VALID',
+                    use_bias=False, dtype=self.dtype, name='whiten_conv')(x)
+        x = act(x)
+        for b, (features, depth, dilation) in enumerate(
+                zip(self.block_features, self.block_depths, self.block_dilations)):
+            for c in range(depth):
+                name = f'block{b + 1}_conv{c + 1}'
+                d = 1 if c == 0 else dilation
+                if b == 0 and c == 0 and self.dense_first:
+                    y = nn.Conv(features, (3, 3), padding=1, use_bias=False, kernel_init=init,
+                                dtype=self.dtype, name=name)(x)
+                else:
+                    y = SeparableConv(features, d, padding=d, depthwise=self.depthwise,
+                                      dtype=self.dtype,
+                                      implementation=self.depthwise_implementation,
+                                      kernel_init=init, name=name)(x)
+                if c == 0:
+                    y = Pool('max', 2, 2, name=f'block{b + 1}_pool')(y)
+                y = act(norm(name=f'{name}_bn')(y))
+                x = x + y if self.residual and c > 0 else y
+        x = jnp.max(x, axis=(1, 2))
+        x = nn.Dense(self.num_classes, use_bias=False, dtype=self.dtype, name='classifier')(x)
+        return (x * self.head_scale).astype(jnp.float32)
+
+
+MODELS = {'seed': SeedNet, 'dsresnet': DSResNet, 'airnet': AirNet}
 
 
 def create_model(name: str, **kwargs) -> nn.Module:

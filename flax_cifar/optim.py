@@ -27,7 +27,19 @@ def _constant(config, total_steps):
     return optax.constant_schedule(config.learning_rate)
 
 
-SCHEDULES = {'onecycle': _onecycle, 'warmup_cosine': _warmup_cosine, 'constant': _constant}
+def _triangle(config, total_steps):
+    """airbench's: linear from learning_rate / onecycle_div_factor up to learning_rate at
+    warmup_fraction of the steps, then linear down to that start / onecycle_final_div_factor."""
+    start = config.learning_rate / config.onecycle_div_factor
+    warmup = max(1, int(config.warmup_fraction * total_steps))
+    return optax.join_schedules([
+        optax.linear_schedule(start, config.learning_rate, warmup),
+        optax.linear_schedule(config.learning_rate, start / config.onecycle_final_div_factor,
+                              max(1, total_steps - warmup))], [warmup])
+
+
+SCHEDULES = {'onecycle': _onecycle, 'warmup_cosine': _warmup_cosine, 'constant': _constant,
+             'triangle': _triangle}
 
 
 def create_learning_rate_fn(config: ml_collections.ConfigDict,
@@ -39,6 +51,22 @@ def create_learning_rate_fn(config: ml_collections.ConfigDict,
     return SCHEDULES[config.schedule](config, total_steps)
 
 
+def is_norm_bias(path: tuple) -> bool:
+    """Whether a parameter path names a BatchNorm layer's bias (its module's name ends _bn)."""
+    return len(path) >= 2 and path[-1] == 'bias' and str(path[-2]).endswith('_bn')
+
+
+def scale_norm_biases(factor: float) -> optax.GradientTransformation:
+    """Multiplies the BatchNorm biases' gradients by `factor`: their learning rate, not their
+    weight decay (airbench's bias_scaler: shifts learn fast while the kernels, normalized by
+    the BN after them, move slowly)."""
+    if factor == 1.0:
+        return optax.identity()
+    mask = lambda params: traverse_util.path_aware_map(lambda path, _: is_norm_bias(path),
+                                                         params)
+    return optax.masked(optax.scale(factor), mask)
+
+
 def create_optimizer(config: ml_collections.ConfigDict, learning_rate_fn: optax.Schedule,
                      frozen: Collection[str] = ()) -> optax.GradientTransformation:
     """SGD with momentum; weight decay on conv and dense kernels only, not BN or biases.
@@ -48,6 +76,7 @@ def create_optimizer(config: ml_collections.ConfigDict, learning_rate_fn: optax.
     """
     decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
     sgd = optax.chain(
+        scale_norm_biases(config.get('bn_bias_lr_scale', 1.0)),
         optax.add_decayed_weights(config.weight_decay, mask=decay_mask),
         optax.sgd(learning_rate_fn, momentum=config.momentum, nesterov=config.nesterov))
     if not frozen:

@@ -25,7 +25,8 @@ from flax_cifar import (checkpointing, data_parallel, input_pipeline, metric_wri
                         optim, plots, validation, whitening, xla_options)
 
 # Independent random streams, each folded with the step or epoch it serves.
-INIT_STREAM, EPOCH_ORDER_STREAM, AUGMENT_STREAM, DROPOUT_STREAM, CUTOUT_STREAM = range(5)
+(INIT_STREAM, EPOCH_ORDER_STREAM, AUGMENT_STREAM, DROPOUT_STREAM, CUTOUT_STREAM,
+ FLIP_STREAM) = range(6)
 
 
 class TrainState(train_state.TrainState):
@@ -111,11 +112,41 @@ def ema_decay_at(step: jax.Array, decay: float) -> jax.Array:
     return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
 
 
+class Lookahead(NamedTuple):
+    """airbench's Lookahead (config.lookahead): every `every` steps from `start_step` on, the
+    slow copy (state.ema) moves towards the weights by 1 - rho and the weights jump back to
+    it, rho = decay ** every * (step / total_steps) ** power: free early, averaging strongly
+    at the end. At each epoch's end the weights take the slow copy (rho = 1)."""
+    every: int
+    decay: float
+    power: float
+    start_step: int
+    steps_per_epoch: int
+    total_steps: int
+
+
+def lookahead_sync(state: TrainState, lookahead: Lookahead) -> TrainState:
+    """The state after `Lookahead`'s move at `state.step`; before start_step the slow copy
+    follows the weights."""
+    step = state.step
+    early = step < lookahead.start_step
+    sync = step % lookahead.every == 0
+    moves = early | sync | (step % lookahead.steps_per_epoch == 0)
+    rho = jnp.where(early, 0.0, jnp.where(
+        sync, lookahead.decay ** lookahead.every * (step / lookahead.total_steps)
+        ** lookahead.power, 1.0))
+    weights = raw_variables(state)
+    slow = jax.tree.map(lambda s, w: jnp.where(moves, w + rho * (s - w), s), state.ema, weights)
+    weights = jax.tree.map(lambda s, w: jnp.where(moves & ~early, s, w), slow, weights)
+    return state.replace(ema=slow, **weights)
+
+
 def train_step(state: TrainState, batch: dict, rng: jax.Array, label_smoothing: float = 0.0,
-               ema_decay: float = 0.0):
+               ema_decay: float = 0.0, lookahead: Lookahead | None = None):
     """One SGD step on a normalized batch. Dropout's key is `rng` folded with the step.
 
-    When the state keeps a moving average (state.ema), it moves towards the new weights.
+    When the state keeps a moving average (state.ema), it moves towards the new weights, or
+    with `lookahead`, it is Lookahead's slow copy.
     """
     dropout_rng = jax.random.fold_in(rng, state.step)
 
@@ -128,7 +159,9 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, label_smoothing: 
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-    if ema_of(state) is not None:
+    if lookahead is not None:
+        state = lookahead_sync(state, lookahead)
+    elif ema_of(state) is not None:
         state = state.replace(ema=optax.incremental_update(
             raw_variables(state), state.ema, 1.0 - ema_decay_at(state.step, ema_decay)))
     metrics = {'loss': loss,
@@ -200,10 +233,25 @@ def epoch_order(seed: int, epoch: int, num_examples: int, shards: int = 1) -> np
     return data_parallel.epoch_order(rng, num_examples, shards)
 
 
-def make_batch_fns(config: ml_collections.ConfigDict, mesh: Mesh):
+def lookahead_of(config: ml_collections.ConfigDict, steps_per_epoch: int,
+                 total_steps: int) -> Lookahead | None:
+    settings = config.get('lookahead')
+    if not settings or not settings.every:
+        return None
+    return Lookahead(settings.every, settings.decay, settings.power,
+                     settings.start_epoch * steps_per_epoch, steps_per_epoch, total_steps)
+
+
+def make_batch_fns(config: ml_collections.ConfigDict, mesh: Mesh, steps_per_epoch: int = 1,
+                   total_steps: int = 1):
     """(gather, step): gather(images, labels, orders, index) takes batch `index` from each
-    host's shards; step(state, images, labels) augments, normalizes and trains on it."""
+    host's shards; step(state, images, labels) augments, normalizes and trains on it.
+
+    steps_per_epoch, total_steps: the run's plan, for alternating flips and Lookahead.
+    """
     base_rng = jax.random.key(config.seed)
+    alternating = config.get('alternating_flip', False)
+    lookahead = lookahead_of(config, steps_per_epoch, total_steps)
     augment_rng = jax.random.fold_in(base_rng, AUGMENT_STREAM)
     dropout_rng = jax.random.fold_in(base_rng, DROPOUT_STREAM)
     cutout_rng = jax.random.fold_in(base_rng, CUTOUT_STREAM)
@@ -217,21 +265,27 @@ def make_batch_fns(config: ml_collections.ConfigDict, mesh: Mesh):
         if config.augment:
             batch_images = input_pipeline.random_crop_flip(
                 jax.random.fold_in(augment_rng, state.step), batch_images,
-                config.crop_padding, config.flip)
+                config.crop_padding, config.flip and not alternating,
+                config.get('crop_pad_mode', 'constant'))
+            if config.flip and alternating:  # half the images came flipped (alternate_flips)
+                odd_epoch = (state.step // steps_per_epoch) % 2 == 1
+                batch_images = jnp.where(odd_epoch, batch_images[:, :, ::-1], batch_images)
         batch_images = input_pipeline.normalize(batch_images)
         if config.get('cutout_size', 0):
             batch_images = input_pipeline.random_cutout(
                 jax.random.fold_in(cutout_rng, state.step), batch_images, config.cutout_size)
         batch = {'image': batch_images, 'label': batch_labels}
         return train_step(state, data_parallel.split_over_devices(mesh, batch), dropout_rng,
-                          config.label_smoothing, config.get('ema_decay', 0.0))
+                          config.label_smoothing, config.get('ema_decay', 0.0), lookahead)
 
     return gather, step
 
 
-def make_train_fn(config: ml_collections.ConfigDict, mesh: Mesh):
-    """Jitted: gather batch `index` from each host's shards, augment, normalize, step."""
-    gather, step = make_batch_fns(config, mesh)
+def make_train_fn(config: ml_collections.ConfigDict, mesh: Mesh, *plan: int):
+    """Jitted: gather batch `index` from each host's shards, augment, normalize, step.
+
+    plan: (steps per epoch, total steps), as make_batch_fns takes them."""
+    gather, step = make_batch_fns(config, mesh, *plan)
 
     @functools.partial(jax.jit, donate_argnums=0,
                        compiler_options=xla_options.training_options(config))
@@ -241,7 +295,8 @@ def make_train_fn(config: ml_collections.ConfigDict, mesh: Mesh):
     return train_fn
 
 
-def make_multi_step_fn(config: ml_collections.ConfigDict, mesh: Mesh, num_steps: int):
+def make_multi_step_fn(config: ml_collections.ConfigDict, mesh: Mesh, num_steps: int,
+                       *plan: int):
     """Jitted: batches `index` .. `index + num_steps - 1` in one call, metrics stacked.
 
     One dispatch instead of `num_steps` round trips through Python, where the host's per-step
@@ -251,7 +306,7 @@ def make_multi_step_fn(config: ml_collections.ConfigDict, mesh: Mesh, num_steps:
     Each step computes what `make_train_fn`'s does, with the same keys; XLA fuses the program
     as a whole, so results agree with single steps up to float rounding.
     """
-    gather, step = make_batch_fns(config, mesh)
+    gather, step = make_batch_fns(config, mesh, *plan)
 
     @functools.partial(jax.jit, donate_argnums=0,
                        compiler_options=xla_options.training_options(config))
@@ -394,11 +449,16 @@ def load_host_data(config: ml_collections.ConfigDict, mesh: Mesh, shards: int):
     train, test = (input_pipeline.load_split(config.dataset, split, config.data_dir,
                                              config.data_cache_dir, rows)
                    for split, rows in (('train', train_rows), ('test', test_rows)))
+    train_images = train.images
+    if config.augment and config.flip and config.get('alternating_flip', False):
+        train_images = input_pipeline.mirror_half(
+            jax.random.fold_in(jax.random.key(config.seed), FLIP_STREAM), train_images,
+            train_rows[0], num_train)
     if jax.process_count() > 1:
         print(f'Process {jax.process_index()} of {jax.process_count()} holds training rows '
               f'{train_rows[0]}:{train_rows[1]} and test rows {test_rows[0]}:{test_rows[1]}',
               flush=True)
-    return ((data_parallel.by_host(mesh, train.images), data_parallel.by_host(mesh, train.labels)),
+    return ((data_parallel.by_host(mesh, train_images), data_parallel.by_host(mesh, train.labels)),
             num_train, host_split(mesh, test, test_rows_per_host),
             input_pipeline.class_names(config.dataset, config.data_dir))
 
@@ -539,8 +599,9 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str):
     step = int(state.step)
     flip, translate = test_time_views(config)
     run = Run(config, workdir, mesh, train, num_train, shards, test,
-              make_train_fn(config, mesh),
-              (make_multi_step_fn(config, mesh, config.steps_per_dispatch)
+              make_train_fn(config, mesh, steps_per_epoch, total_steps),
+              (make_multi_step_fn(config, mesh, config.steps_per_dispatch, steps_per_epoch,
+                                  total_steps)
                if config.get('steps_per_dispatch', 1) > 1 else None),
               make_evaluate(mesh, config.eval_batch_size, flip, translate=translate),
               jax.jit(learning_rate_fn), checkpoints,

@@ -81,6 +81,25 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
              f'config.log_every_steps={config.log_every_steps} (progress is read between calls)')
     ema_decay = config.get('ema_decay', 0.0)
     _require(0.0 <= ema_decay < 1.0, f'config.ema_decay={ema_decay} must be in [0, 1)')
+    lookahead = config.get('lookahead') or {}
+    every = lookahead.get('every', 0)
+    _require(isinstance(every, int) and every >= 0,
+             f'config.lookahead.every={every!r} must be 0 (off) or a positive integer')
+    if every:
+        _require(ema_decay == 0, f'config.ema_decay={ema_decay} and config.lookahead.every='
+                 f'{every} both keep a copy of the weights; turn one off')
+        _require(0.0 <= lookahead.decay <= 1.0,
+                 f'config.lookahead.decay={lookahead.decay} must be in [0, 1]')
+        _require(lookahead.start_epoch >= 0,
+                 f'config.lookahead.start_epoch={lookahead.start_epoch} must be >= 0')
+    pad_mode = config.get('crop_pad_mode', 'constant')
+    _require(pad_mode in input_pipeline.PAD_MODES,
+             f'config.crop_pad_mode={pad_mode!r} must be one of {input_pipeline.PAD_MODES}')
+    _require(pad_mode == 'constant' or config.crop_padding < input_pipeline.IMAGE_SHAPE[0],
+             f'config.crop_padding={config.crop_padding} must be below the image size to '
+             f'reflect the borders')
+    bias_scale = config.get('bn_bias_lr_scale', 1.0)
+    _require(bias_scale > 0, f'config.bn_bias_lr_scale={bias_scale} must be positive')
     _require(config.checkpoint_every_steps == -1 or config.checkpoint_every_steps > 0,
              f'config.checkpoint_every_steps={config.checkpoint_every_steps} must be -1 (epoch '
              f'ends only) or positive')
@@ -99,8 +118,10 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
 
 
 def uses_ema(config: ml_collections.ConfigDict) -> bool:
-    """Whether the run keeps a moving average of its weights (config.ema_decay > 0)."""
-    return config.get('ema_decay', 0.0) > 0
+    """Whether the run keeps a second copy of its weights: a moving average
+    (config.ema_decay > 0) or Lookahead's slow weights (config.lookahead.every > 0)."""
+    lookahead = config.get('lookahead') or {}
+    return config.get('ema_decay', 0.0) > 0 or lookahead.get('every', 0) > 0
 
 
 def architecture(config: ml_collections.ConfigDict) -> dict:

@@ -3,6 +3,7 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from flax_cifar import models
@@ -250,3 +251,54 @@ def test_dropout_drops_at_its_rate_and_keeps_the_expectation():
     assert jnp.array_equal(models.Dropout(0.3, deterministic=True).apply({}, x), x)
     assert jnp.array_equal(models.Dropout(1.0).apply({}, x, rngs={'dropout': jax.random.key(0)}),
                            jnp.zeros_like(x))
+
+
+def airnet_kinds(model):
+    return {(r.kind, r.path.split('/')[-1]) for r in models.layer_table(model)}
+
+
+def test_airnet_is_depthwise_dilated_and_under_200k_parameters():
+    model = models.AirNet()
+    params = init_params(model)
+    assert models.param_count(params) <= 200_000
+    assert params['block2_conv2']['depthwise']['kernel'].shape == (3, 3, 1, 192)
+    rows = models.layer_table(model)
+    assert [r.output_shape for r in rows if r.kind == 'Pool'] == [(15, 15, 64), (7, 7, 192),
+                                                                  (3, 3, 256)]
+    # block 2's later conv is dilated 2: its taps span 2 * 2 rows of maps pooled twice (4
+    # input pixels a row), so it widens the field by 16.
+    fields = {r.path: r.receptive_field for r in rows}
+    assert fields['block2_conv2/depthwise'] - fields['block2_conv1_bn'] == 2 * 2 * 4
+
+
+def test_airnet_dirac_init_passes_its_input_through():
+    init = models.dirac_init()
+    kernel = init(jax.random.key(0), (3, 3, 4, 6))
+    x = jax.random.normal(jax.random.key(1), (1, 5, 5, 4))
+    y = jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
+                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    np.testing.assert_allclose(y[..., :4], x, atol=1e-6)  # the first min(in, out) outputs
+    assert float(jnp.abs(kernel[..., 4:]).sum()) > 0      # the rest stay random
+    depthwise = init(jax.random.key(0), (3, 3, 1, 4))
+    np.testing.assert_array_equal(depthwise[1, 1, 0], np.ones(4))
+
+
+def test_airnet_options_change_what_they_name():
+    x = jnp.ones((2, 32, 32, 3))
+    plain = models.AirNet(block_features=(8, 16), block_depths=(2, 1), block_dilations=(2, 1))
+    variables = plain.init(jax.random.key(0), x)
+    assert 'scale' not in variables['params']['block1_conv1_bn']  # held at 1 by default
+    scaled = models.AirNet(block_features=(8, 16), block_depths=(2, 1),
+                           block_dilations=(2, 1), bn_scale=True)
+    assert 'scale' in scaled.init(jax.random.key(0), x)['params']['block1_conv1_bn']
+    separable = models.AirNet(block_features=(8, 16), block_depths=(2, 1),
+                              block_dilations=(2, 1), dense_first=False)
+    assert 'depthwise' in separable.init(jax.random.key(0), x)['params']['block1_conv1']
+    with pytest.raises(InputError, match="activation='tanh'"):
+        models.AirNet(activation='tanh').init(jax.random.key(0), x)
+
+
+def test_max_pool_of_an_odd_size_drops_the_ragged_edge_as_valid_does():
+    x = jax.random.normal(jax.random.key(0), (2, 31, 31, 3))
+    pool = models.Pool('max', 2, 2)
+    np.testing.assert_array_equal(pool(x), nn.max_pool(x, (2, 2), strides=(2, 2)))

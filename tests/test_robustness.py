@@ -226,6 +226,11 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_good_checkpoints(folder, t
     (dict(eval_translate=-1), 'config.eval_translate=-1 must be an integer from 0 (off) to 15'),
     (dict(steps_per_dispatch=3), 'config.steps_per_dispatch=3 must be a positive integer that '
                                  'divides config.log_every_steps=2'),
+    (dict(crop_pad_mode='wrap'), "config.crop_pad_mode='wrap' must be one of"),
+    (dict(bn_bias_lr_scale=0.0), 'config.bn_bias_lr_scale=0.0 must be positive'),
+    (dict(lookahead=dict(every=-1)), 'config.lookahead.every=-1 must be 0 (off)'),
+    (dict(lookahead=dict(every=5), ema_decay=0.9), 'config.ema_decay=0.9 and '
+                                                   'config.lookahead.every=5 both keep'),
 ])
 def test_bad_config_fields_are_named(override, message):
     config = smoke.get_config()
@@ -235,7 +240,7 @@ def test_bad_config_fields_are_named(override, message):
         validation.validate_config(config)
 
 
-@pytest.mark.parametrize('name', ['default', 'seed', 'smoke', 'tpu'])
+@pytest.mark.parametrize('name', ['default', 'seed', 'smoke', 'tpu', 'airnet'])
 def test_every_shipped_config_is_valid(name):
     config = importlib.import_module(f'configs.{name}').get_config()
     validation.validate_config(config, num_devices=8)

@@ -7,10 +7,11 @@ import shutil
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
-from configs import seed, smoke
+from configs import airnet, seed, smoke
 from conftest import rgb_folder
 from flax_cifar import data_parallel, input_pipeline, optim, train, xla_options
 
@@ -93,7 +94,7 @@ def test_eval_step_masks_padding():
     assert whole['loss'] == pytest.approx(ragged['loss'], rel=1e-5)
 
 
-@pytest.mark.parametrize('schedule', ['onecycle', 'warmup_cosine', 'constant'])
+@pytest.mark.parametrize('schedule', ['onecycle', 'warmup_cosine', 'constant', 'triangle'])
 def test_schedules_peak_at_the_learning_rate(schedule):
     config = tiny_config(schedule=schedule, learning_rate=0.4)
     fn = optim.create_learning_rate_fn(config, total_steps=100)
@@ -101,6 +102,92 @@ def test_schedules_peak_at_the_learning_rate(schedule):
     assert values.max() == pytest.approx(0.4, rel=1e-3)
     if schedule != 'constant':
         assert values[0] < 0.1 and values[-1] < 0.01
+
+
+def test_triangle_schedule_rises_and_falls_linearly_as_airbench_does():
+    fn = optim.create_learning_rate_fn(airnet.get_config(), total_steps=100)
+    assert float(fn(0)) == pytest.approx(1.5 / 5)
+    assert float(fn(23)) == pytest.approx(1.5)
+    assert float(fn(100)) == pytest.approx(1.5 * 0.07, rel=1e-5)
+    assert float(fn(10)) == pytest.approx(0.3 + 1.2 * 10 / 23, rel=1e-5)
+
+
+def test_norm_biases_learn_faster_but_decay_as_before():
+    params = {'a_bn': {'bias': jnp.ones(3), 'scale': jnp.ones(3)},
+              'conv': {'bias': jnp.ones(3), 'kernel': jnp.ones((2, 3))}}
+    grads = jax.tree.map(jnp.ones_like, params)
+    config = tiny_config(bn_bias_lr_scale=64.0, momentum=0.0, nesterov=False)
+    tx = optim.create_optimizer(config, optax_constant(0.01))
+    updates, _ = tx.update(grads, tx.init(params), params)
+    np.testing.assert_allclose(updates['a_bn']['bias'], -0.64)
+    np.testing.assert_allclose(updates['a_bn']['scale'], -0.01)
+    np.testing.assert_allclose(updates['conv']['bias'], -0.01)
+    np.testing.assert_allclose(updates['conv']['kernel'], -0.01 * (1 + config.weight_decay))
+
+
+def optax_constant(value):
+    return lambda step: value
+
+
+def lookahead_state(step):
+    config = tiny_config()
+    return make_state(config, ema=True).replace(step=jnp.asarray(step))
+
+
+def test_lookahead_slow_copy_follows_before_the_start_then_pulls_the_weights_back():
+    plan = train.Lookahead(every=5, decay=0.9, power=1.0, start_step=10, steps_per_epoch=12,
+                           total_steps=100)
+    shift = lambda tree, d: jax.tree.map(lambda x: x + d, tree)
+    state = lookahead_state(7)
+    state = state.replace(params=shift(state.params, 1.0))
+    early = train.lookahead_sync(state, plan)  # before start_step: the copy is the weights
+    assert same_tree(early.ema['params'], state.params)
+    assert same_tree(early.params, state.params)
+    moved = state.replace(step=jnp.asarray(20), ema={**state.ema, 'params': shift(
+        state.params, -1.0)})
+    synced = train.lookahead_sync(moved, plan)  # a sync step: rho = 0.9**5 * 20/100
+    rho = 0.9 ** 5 * 0.2
+    expected = shift(moved.params, -rho)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 synced.ema['params'], expected)
+    assert same_tree(synced.params, synced.ema['params'])
+    between = train.lookahead_sync(moved.replace(step=jnp.asarray(21)), plan)
+    assert same_tree(between.params, moved.params)  # neither a sync nor an epoch's end
+    assert same_tree(between.ema, moved.ema)
+    epoch_end = train.lookahead_sync(moved.replace(step=jnp.asarray(24)), plan)
+    assert same_tree(epoch_end.params, moved.ema['params'])  # rho = 1: back to the copy
+
+
+def same_tree(a, b):
+    return all(jax.tree.leaves(jax.tree.map(np.array_equal, a, b)))
+
+
+def test_alternating_flip_mirrors_every_image_in_odd_epochs(monkeypatch):
+    config = tiny_config(alternating_flip=True, crop_padding=0)
+    seen = []
+    monkeypatch.setattr(train, 'train_step', lambda state, batch, *_: seen.append(
+        batch['image']) or (state, {}))
+    mesh = data_parallel.create_mesh()
+    _, step = train.make_batch_fns(config, mesh, steps_per_epoch=3, total_steps=9)
+    images = jnp.asarray(np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3)), jnp.uint8)
+    for at in (0, 2, 3, 5, 6):
+        step(lookahead_state(at), images, jnp.zeros(4, jnp.int32))
+    plain = input_pipeline.normalize(images)
+    for batch, flipped in zip(seen, (False, False, True, True, False)):
+        np.testing.assert_allclose(batch, plain[:, :, ::-1] if flipped else plain)
+
+
+def test_mirror_half_is_a_function_of_the_row_whatever_the_hosts():
+    images = np.random.default_rng(0).integers(0, 255, (100, 4, 4, 3)).astype(np.uint8)
+    rng = jax.random.key(3)
+    whole = input_pipeline.mirror_half(rng, images, 0, 100)
+    halves = np.concatenate([input_pipeline.mirror_half(rng, images[:50], 0, 100),
+                             input_pipeline.mirror_half(rng, images[50:], 50, 100)])
+    np.testing.assert_array_equal(whole, halves)
+    mirrored = [not np.array_equal(a, b) for a, b in zip(whole, images)]
+    assert 30 < sum(mirrored) < 70
+    for a, b, m in zip(whole, images, mirrored):
+        np.testing.assert_array_equal(a, b[:, ::-1] if m else b)
 
 
 def test_unknown_schedule_is_named():
@@ -138,13 +225,23 @@ def test_learns_a_small_dataset_and_prints_the_seed_lines(learnable_folder, tmp_
     # steps around checkpoints and epoch ends; a frozen whitened first conv restores as saved.
     dict(cutout_size=8, ema_decay=0.9, steps_per_dispatch=4, log_every_steps=4,
          stem_whitening=True),
-], ids=['plain', 'cutout-ema-4-steps-per-call-whitened'])
+    # airnet's recipe: Lookahead's slow copy, alternating flips, reflected crops.
+    dict(model='airnet', model_args=dict(
+        block_features=(8, 16), block_depths=(2, 2), block_dilations=(2, 1)),
+        stem_whitening=True, lookahead=dict(every=2, decay=0.9, power=1.0, start_epoch=1),
+        alternating_flip=True, crop_padding=2, crop_pad_mode='reflect', bn_bias_lr_scale=8.0,
+        schedule='triangle'),
+], ids=['plain', 'cutout-ema-4-steps-per-call-whitened', 'airnet-lookahead-alternating'])
 def test_resume_equals_the_uninterrupted_run(learnable_folder, tmp_path, options):
     # 96 images / batch 8 = 12 steps an epoch; 3 epochs; checkpoints every 5 steps and at
     # epoch ends. A copy of the run that keeps only the checkpoints up to step 15 (mid epoch
     # 1), or 12 (epoch 0's end), is run again: the same state, the same metrics (time aside).
+    options = dict(options)
     config = tiny_config(dataset=learnable_folder, num_epochs=3, checkpoint_every_steps=5,
-                         max_checkpoints_to_keep=20, **options)
+                         max_checkpoints_to_keep=20)
+    if 'model_args' in options:  # replaced whole: update() would merge them
+        config.model_args = ml_collections.ConfigDict(options.pop('model_args'))
+    config.update(options)
     whole = train.train_and_evaluate(config, str(tmp_path / 'whole'))
     without_time = lambda path: [{k: v for k, v in record.items() if k != 'epoch_time_s'}
                                  for record in read_metrics(path)]
