@@ -210,8 +210,8 @@ def test_max_pool_equals_nn_max_pool_with_its_gradient(shape, window):
     assert jnp.array_equal(pool.apply({}, x), reference(x))
     grad = jax.grad(lambda x: jnp.sum(jnp.sin(pool.apply({}, x))))(x)
     assert jnp.array_equal(grad, jax.grad(lambda x: jnp.sum(jnp.sin(reference(x))))(x))
-    tiles = shape[1] % window == 0 and shape[2] % window == 0  # else nn.max_pool itself
-    assert ('reduce_window' in str(jax.make_jaxpr(lambda x: pool.apply({}, x))(x))) != tiles
+    # A reshape and a max, a ragged edge cropped first: never XLA's slow select-and-scatter.
+    assert 'reduce_window' not in str(jax.make_jaxpr(lambda x: pool.apply({}, x))(x))
 
 
 def test_depthwise_implementation_is_a_model_argument():
