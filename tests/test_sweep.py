@@ -1,0 +1,67 @@
+import csv
+import os
+
+import pytest
+
+from conftest import rgb_folder
+from flax_cifar import sweep
+
+SWEEP = '''
+def get_sweep():
+    return dict(
+        config='configs/smoke.py',
+        overrides={'num_epochs': 1},
+        runs={'narrow': {}, 'wider': {'model_args.stage_features': (16, 16)}},
+        seeds=[0],
+    )
+'''
+
+
+@pytest.fixture
+def sweep_file(tmp_path):
+    path = tmp_path / 'sweep.py'
+    path.write_text(SWEEP)
+    return str(path)
+
+
+def test_grid_names_each_combination_and_keeps_the_common_overrides():
+    runs = sweep.expand({'overrides': {'num_epochs': 2},
+                         'grid': {'learning_rate': [0.1, 0.2], 'model_args.depthwise': [True]}})
+    assert runs == [('learning_rate=0.1,depthwise=True',
+                     {'num_epochs': 2, 'learning_rate': 0.1, 'model_args.depthwise': True}),
+                    ('learning_rate=0.2,depthwise=True',
+                     {'num_epochs': 2, 'learning_rate': 0.2, 'model_args.depthwise': True})]
+    assert sweep.parse_override('dataset=folder:/x') == ('dataset', 'folder:/x')
+    assert sweep.parse_override('model_args.block_depths=(3,3)') == (
+        'model_args.block_depths', (3, 3))
+
+
+def test_bad_override_key_is_named_before_anything_trains(tmp_path):
+    path = tmp_path / 'bad.py'
+    path.write_text("def get_sweep():\n    return dict(config='configs/smoke.py', "
+                    "runs={'x': {'no_such_field': 1}})\n")
+    with pytest.raises(SystemExit, match="sweep run 'x': override"):
+        sweep.main([str(path), '--root', str(tmp_path / 'root')])
+    assert not (tmp_path / 'root').exists()
+
+
+def test_sweep_trains_each_run_in_its_workdir_tabulates_and_skips_finished_runs(
+        sweep_file, tmp_path, capsys):
+    data = rgb_folder(tmp_path / 'data', train_per_class=8, test_per_class=4)
+    root = tmp_path / 'root'
+    args = [sweep_file, '--root', str(root), '--parallel', '2', '--override', f'dataset={data}']
+    sweep.main(args)
+    for name in ('narrow_s0', 'wider_s0'):
+        assert (root / name / 'metrics.jsonl').exists() and (root / name / sweep.DONE).exists()
+    with open(root / 'results.csv') as f:
+        rows = {row['name']: row for row in csv.DictReader(f)}
+    assert rows['narrow']['seeds_done'] == rows['wider']['seeds_done'] == '1/1'
+    assert int(rows['wider']['params']) > int(rows['narrow']['params'])
+    assert 0 <= float(rows['narrow']['mean_accuracy']) <= 100
+    assert (root / 'frontier.png').stat().st_size > 0
+    assert '| narrow |' in (root / 'results.md').read_text()
+    log_size = os.path.getsize(root / 'narrow_s0.log')
+    capsys.readouterr()
+    sweep.main(args)  # everything finished: nothing trains again
+    assert 'start ' not in capsys.readouterr().out
+    assert os.path.getsize(root / 'narrow_s0.log') == log_size
