@@ -3,7 +3,9 @@
 Run:
   python main.py --config configs/airnet.py --config.dataset=folder:/path/to/cifar10
 
-Expected result: see docs/airnet.md (measured runs and the ablation of each recipe piece).
+Expected result (JPEG q75 copy of CIFAR-10, seed 0): 87.34% test accuracy after 15 epochs with
+the configured test-time flips and shifts (86.16% without), 29.8 min of training on a 2-core
+x86-64 CPU with jax 0.12 (docs/airnet.md).
 """
 import ml_collections
 
