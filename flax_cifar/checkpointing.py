@@ -6,16 +6,20 @@ epoch in progress, so a mid-epoch resume reports the same epoch metrics).
 
 Orbax writes each step into a temporary directory and renames it when complete, so a
 killed save leaves no half step behind. What it does not cover, added here:
-  * a finalized step that cannot be read (truncated or garbage files) is moved, never
-    deleted, to `<workdir>/checkpoints_damaged/`, with a warning, and the next older
-    step is tried;
+  * a finalized step that cannot be read (truncated, garbage or zero-length files, a
+    missing item) is moved, never deleted, to `<workdir>/checkpoints_damaged/`, with a
+    warning, and the next older step is tried. A machine crash can leave a renamed step
+    whose files never reached the disk; Orbax itself reads each step's JSON when it opens
+    the directory, so those are judged from their files first (`step_damage`);
   * a checkpoint written for another network is refused with one line naming the
     difference, and left as it is.
 """
+import json
 import time
 
 import jax
 from etils import epath
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -25,8 +29,40 @@ from flax_cifar.errors import InputError
 BEST_METRIC = 'test_accuracy'
 
 
+ITEMS = ('state', 'meta')
+# The JSON files of a step, which Orbax parses on opening the directory or restoring.
+JSON_FILES = ('_CHECKPOINT_METADATA', 'metrics/metrics', 'meta/metadata', 'state/_METADATA',
+              'state/_sharding')
+
+
 class CheckpointMismatchError(InputError):
     pass
+
+
+def _files(directory: epath.Path):
+    for path in directory.iterdir():
+        if path.is_dir():
+            yield from _files(path)
+        else:
+            yield path
+
+
+def step_damage(step_dir: epath.Path, items=ITEMS) -> str | None:
+    """Why a finalized step cannot be restored, as far as its files alone show, or None:
+    a missing item, an empty file, a JSON file that does not parse."""
+    for item in items:
+        if not (step_dir / item).is_dir():
+            return f'its {item} item is missing'
+    for path in _files(step_dir):
+        if path.stat().length == 0:
+            return f'{path.relative_to(step_dir)} is empty'
+    for name in JSON_FILES:
+        if (step_dir / name).exists():
+            try:
+                json.loads((step_dir / name).read_text())
+            except (ValueError, UnicodeDecodeError):
+                return f'{name} is not JSON'
+    return None
 
 
 class Checkpoints:
@@ -45,7 +81,28 @@ class Checkpoints:
             create=not read_only, read_only=read_only, enable_async_checkpointing=not read_only)
         if read_only and not self.directory.is_dir():
             raise InputError(f'--workdir {workdir}: no checkpoints in {self.directory}')
+        if self.directory.is_dir():
+            self._set_aside_damaged_steps(read_only)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def _step_dirs(self) -> dict[int, epath.Path]:
+        """Finalized steps: Orbax writes under a temporary name and renames to the step."""
+        return {int(p.name): p for p in self.directory.iterdir()
+                if p.name.isdigit() and p.is_dir()}
+
+    def _set_aside_damaged_steps(self, read_only: bool):
+        steps = self._step_dirs()
+        # Checkpoints another program wrote have no meta item: refused at restore instead.
+        ours = any((p / 'meta').is_dir() for p in steps.values())
+        for step, step_dir in sorted(steps.items()):
+            why = step_damage(step_dir, ITEMS if ours else ())
+            if why and read_only:
+                raise InputError(f'checkpoint step {step} in {self.directory} is damaged '
+                                 f'({why}); a training run on this workdir sets it aside')
+            if why:
+                self._move_aside(step, why)
+        if jax.process_count() > 1:  # the others open the directory once process 0 moved
+            multihost_utils.sync_global_devices('checkpoints set aside')
 
     def save(self, step: int, state, meta: dict, test_accuracy: float | None = None):
         metrics = None if test_accuracy is None else {BEST_METRIC: test_accuracy}
@@ -97,17 +154,20 @@ class Checkpoints:
         return state, None
 
     def _set_aside(self, step: int, error: Exception):
+        first_line = str(error).splitlines()[0][:160] if str(error) else ''
+        self._move_aside(step, f'{type(error).__name__}: {first_line}')
+        self.manager.reload()
+
+    def _move_aside(self, step: int, why: str):
         source = self.directory / str(step)
         target = self.workdir / 'checkpoints_damaged' / f'{step}.{int(time.time())}'
-        message = (f'WARNING: checkpoint step {step} at {source} is damaged '
-                   f'({type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ""}); '
+        message = (f'WARNING: checkpoint step {step} at {source} is damaged ({why}); '
                    f'moved to {target}, trying the next older step')
         logging.warning(message)
         print(message, flush=True)
         if jax.process_index() == 0:
             target.parent.mkdir(parents=True, exist_ok=True)
             source.rename(target)
-        self.manager.reload()
 
     def wait_until_finished(self):
         self.manager.wait_until_finished()

@@ -3,3 +3,16 @@
 
 class InputError(ValueError):
     """A config field, data file, checkpoint or argument that cannot be used, named."""
+
+
+def set_aside(path, target, why: str) -> None:
+    """Moves a damaged file or directory `path` to `target` (never deletes it) and warns,
+    naming both and why, so the run can go on without it."""
+    from absl import logging
+    from etils import epath
+    path, target = epath.Path(path), epath.Path(target)
+    message = f'WARNING: {path} is damaged ({why}); moved to {target}'
+    logging.warning(message)
+    print(message, flush=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path.rename(target)

@@ -7,6 +7,8 @@ the step never waits on a host pipeline.
 import functools
 import hashlib
 import os
+import time
+import zipfile
 from typing import NamedTuple
 
 import jax
@@ -15,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from flax_cifar import errors
 from flax_cifar.errors import InputError
 
 # Per-channel statistics of the CIFAR-10 training set (RGB, on the [0, 1] scale).
@@ -153,8 +156,9 @@ def load_split(dataset: str, split: str, data_dir: str | None = None,
         cache_dir = os.path.expanduser(cache_dir or default_cache_dir())
         cache_path = os.path.join(cache_dir, f'{split}-{_folder_digest(root, split, rows)}.npz')
         if os.path.exists(cache_path):
-            with np.load(cache_path) as cached:
-                return Split(cached['images'], cached['labels'])
+            cached = _read_cache(cache_path)
+            if cached is not None:
+                return cached
     split_arrays = _decode_rows(builder, dataset, split, rows)
     if cache_path:
         os.makedirs(cache_dir, exist_ok=True)
@@ -162,6 +166,20 @@ def load_split(dataset: str, split: str, data_dir: str | None = None,
         np.savez(temporary, images=split_arrays.images, labels=split_arrays.labels)
         os.replace(temporary, cache_path)  # atomic: a killed run leaves no half cache
     return split_arrays
+
+
+def _read_cache(path: str) -> Split | None:
+    """The cached split, or None (the file set aside, to be rebuilt) if it cannot be read."""
+    try:
+        with np.load(path) as cached:
+            split = Split(cached['images'], cached['labels'])
+        if split.images.ndim != 4 or len(split.images) != len(split.labels):
+            raise ValueError(f'images {split.images.shape} and labels {split.labels.shape}')
+        return split
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        errors.set_aside(path, f'{path}.damaged.{int(time.time())}',
+                         f'{type(e).__name__}: {str(e)[:120]}; decoding the folder again')
+        return None
 
 
 def _folder_rows(builder, split: str, rows: tuple[int, int] | None) -> tf.data.Dataset:

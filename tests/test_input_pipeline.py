@@ -191,3 +191,20 @@ def test_folder_cache_is_reused_and_invalidated_by_a_changed_file(tmp_path, monk
     write_image_folder(tmp_path / 'data', classes=('a',), per_class=1, seed=9)  # rewrites a/0.png
     changed = input_pipeline.load_split(f'folder:{root}', 'train', cache_dir=cache)
     assert len(os.listdir(cache)) == 2 and not np.array_equal(changed.images, first.images)
+
+
+@pytest.mark.parametrize('how', ['zero_length', 'truncated'])
+def test_damaged_folder_cache_is_set_aside_and_rebuilt(tmp_path, how, capsys):
+    root = write_image_folder(tmp_path / 'data')
+    cache = tmp_path / 'cache'
+    first = input_pipeline.load_split(f'folder:{root}', 'train', cache_dir=str(cache))
+    [entry] = os.listdir(cache)
+    size = os.path.getsize(cache / entry)
+    with open(cache / entry, 'r+b') as f:
+        f.truncate(0 if how == 'zero_length' else size // 2)
+    again = input_pipeline.load_split(f'folder:{root}', 'train', cache_dir=str(cache))
+    assert np.array_equal(first.images, again.images) and np.array_equal(first.labels, again.labels)
+    assert f'{cache / entry} is damaged' in capsys.readouterr().out
+    assert os.path.getsize(cache / entry) == size  # rebuilt
+    [aside] = [name for name in os.listdir(cache) if '.damaged.' in name]
+    assert aside.startswith(entry)
