@@ -22,7 +22,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
 from flax_cifar import (checkpointing, data_parallel, input_pipeline, metric_writers, models,
-                        optim, plots, validation, whitening, xla_options)
+                        optim, plots, validation, whitening, workdir_lock,
+                        xla_options)
 
 # Independent random streams, each folded with the step or epoch it serves.
 (INIT_STREAM, EPOCH_ORDER_STREAM, AUGMENT_STREAM, DROPOUT_STREAM, CUTOUT_STREAM,
@@ -617,13 +618,25 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     """Train `config` in `workdir`, resuming from its newest intact checkpoint."""
+    validation.validate_config(config)  # a bad config is refused before the lock is taken
+    lock = workdir_lock.WorkdirLock(workdir) if jax.process_index() == 0 else None
+    try:
+        return _train_and_evaluate(config, workdir)
+    finally:
+        if lock:
+            lock.release()
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     run, state, step, sums = setup_run(config, workdir)
     steps_per_epoch, total_steps = run.steps_per_epoch, run.total_steps
-    if step >= total_steps:
+    epochs = range(step // steps_per_epoch, -(-total_steps // steps_per_epoch))
+    if step >= total_steps:  # finished, maybe mid-epoch: nothing to train, test or log
         run.say(f'Nothing to do: the checkpoint in {workdir} is at step {step} of {total_steps}.')
+        epochs = ()
     try:
         with sigterm_received() as preempted:
-            for epoch in range(step // steps_per_epoch, -(-total_steps // steps_per_epoch)):
+            for epoch in epochs:
                 state, step = run.train_epoch(state, step, epoch, sums, preempted)
                 run.end_epoch(state, step, epoch, sums)
                 sums = EpochSums()

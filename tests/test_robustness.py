@@ -1,5 +1,6 @@
 """Never lose a run: kills, preemption, damaged checkpoints, mismatches, NaNs, bad config."""
 import importlib
+import json
 import os
 import shutil
 import signal
@@ -97,6 +98,7 @@ def test_sigkill_at_any_moment_then_rerun_equals_the_uninterrupted_run(folder, u
     process.kill()  # SIGKILL: no handler runs, async saves are cut wherever they are
     process.wait()
     assert max(steps_in(workdir)) < 300, 'the run finished before it could be killed'
+    assert (workdir / 'lock').exists()  # left behind, naming the dead run: must not block
     subprocess.run(main_command(folder, workdir), check=True, capture_output=True)
     assert same_states(final_state(uninterrupted), final_state(workdir))
     assert epoch_records(workdir) == epoch_records(uninterrupted)
@@ -118,11 +120,70 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(folder, uninterrupted, tmp_pat
     assert epoch_records(workdir) == epoch_records(uninterrupted)
 
 
+def test_second_run_on_a_live_workdir_is_refused_naming_the_holder(folder, tmp_path):
+    workdir = tmp_path / 'busy'
+    command = main_command(folder, workdir)
+    holder, _ = start_and_wait_for(command, lambda lines: any(b'EPOCH: 0' in l for l in lines))
+    try:
+        holder.send_signal(signal.SIGSTOP)  # nothing changes in the workdir meanwhile
+        before = tree_snapshot(workdir)
+        second = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert second.returncode != 0
+        assert second.stderr.strip().splitlines()[-1].startswith(
+            f'error: --workdir {workdir} is in use by another run (process {holder.pid} on '
+            f'host ')
+        assert tree_snapshot(workdir) == before
+    finally:
+        holder.send_signal(signal.SIGCONT)
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize('steps', [75, 80], ids=['epoch_end', 'mid_epoch'])
+def test_finished_run_started_again_trains_and_appends_nothing(folder, steps, tmp_path,
+                                                              capsys):
+    config = config_for(folder, num_train_steps=steps, checkpoint_every_steps=25)
+    train.train_and_evaluate(config, str(tmp_path))
+    kept = [tree_snapshot(tmp_path / d) for d in ('checkpoints', 'tensorboard')]
+    records = (tmp_path / 'metrics.jsonl').read_bytes()
+    capsys.readouterr()
+    state = train.train_and_evaluate(config, str(tmp_path))
+    out = capsys.readouterr().out
+    assert f'Nothing to do: the checkpoint in {tmp_path} is at step {steps} of {steps}' in out
+    assert 'EPOCH' not in out and 'Test set' not in out
+    assert int(state.step) == steps
+    assert (tmp_path / 'metrics.jsonl').read_bytes() == records
+    assert [tree_snapshot(tmp_path / d) for d in ('checkpoints', 'tensorboard')] == kept
+
+
+def test_damaged_metrics_file_is_set_aside_and_its_good_records_kept(folder, tmp_path, capsys):
+    train.train_and_evaluate(config_for(folder, num_epochs=1), str(tmp_path))
+    metrics = tmp_path / 'metrics.jsonl'
+    first = metrics.read_text()
+    metrics.write_text(first + '{"epoch": 1, "st\x00\n')  # a torn write
+    train.train_and_evaluate(config_for(folder, num_epochs=2), str(tmp_path))
+    assert 'metrics.jsonl is damaged (1 line(s) are not JSON records' in capsys.readouterr().out
+    lines = metrics.read_text().splitlines()
+    assert lines[0] == first.strip() and [json.loads(l)['epoch'] for l in lines] == [0, 1]
+    aside = [p for p in os.listdir(tmp_path) if p.startswith('metrics.jsonl.damaged.')]
+    assert len(aside) == 1 and (tmp_path / aside[0]).read_text().startswith(first)
+
+
 def damage(step_dir, how):
-    files = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(step_dir, 'state')) for f in fs]
+    """Damages a step as a crash or a bad disk would: state files truncated or garbage, every
+    file of the step zero-length (renamed into place before its data reached the disk), or
+    an item missing."""
+    if how == 'missing_item':
+        shutil.rmtree(os.path.join(step_dir, 'state'))
+        return
+    files = [os.path.join(d, f) for d, _, fs in
+             os.walk(step_dir if how == 'zero_length' else os.path.join(step_dir, 'state'))
+             for f in fs]
     assert files
     for path in files:
-        if how == 'truncate':
+        if how == 'zero_length':
+            open(path, 'wb').close()
+        elif how == 'truncate':
             with open(path, 'r+b') as f:
                 f.truncate(os.path.getsize(path) // 2)
         else:
@@ -130,7 +191,7 @@ def damage(step_dir, how):
                 f.write(os.urandom(64))
 
 
-@pytest.mark.parametrize('how', ['truncate', 'garbage'])
+@pytest.mark.parametrize('how', ['truncate', 'garbage', 'zero_length', 'missing_item'])
 def test_damaged_latest_checkpoint_is_set_aside_and_the_run_resumes(folder, how, tmp_path,
                                                                     capsys):
     config = config_for(folder, num_epochs=1, checkpoint_every_steps=25,
