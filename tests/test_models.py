@@ -302,3 +302,34 @@ def test_max_pool_of_an_odd_size_drops_the_ragged_edge_as_valid_does():
     x = jax.random.normal(jax.random.key(0), (2, 31, 31, 3))
     pool = models.Pool('max', 2, 2)
     np.testing.assert_array_equal(pool(x), nn.max_pool(x, (2, 2), strides=(2, 2)))
+
+
+def test_splitnet_splits_channels_over_depthwise_kernels_one_dilated():
+    model = models.SplitNet()
+    params = init_params(model)
+    assert models.param_count(params) <= 200_000
+    block = params['stage1_block1']
+    # 80 channels in four groups of 20: passed through, 3x3, 5x5, 5x5 dilated 3.
+    assert 'branch0_depthwise' not in block
+    assert [block[f'branch{g}_depthwise']['kernel'].shape for g in (1, 2, 3)] == [
+        (3, 3, 1, 20), (5, 5, 1, 20), (5, 5, 1, 20)]
+    assert block['fc1']['kernel'].shape == (1, 1, 80, 160)  # two halves: gate and value
+    rows = {r.path: r for r in models.layer_table(model)}
+    assert rows['stage1_block1/branch3_depthwise'].output_shape == (16, 16, 20)
+    # Branches are parallel: the block widens the field by its widest branch (a 3x3 average,
+    # then 5 taps 3 apart: 2 + 12 input-side pixels at stride 2 = 28), not by their sum.
+    before = rows['stem_norm'].receptive_field
+    assert rows['stage1_block1/norm'].receptive_field == before + 2 * (2 + 12)
+
+
+def test_splitnet_block_starts_as_its_shortcut_plus_the_gated_mixing():
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 8))
+    block = models.SplitBlock((0, 3), (1, 2), hidden=4, norm=nn.LayerNorm,
+                              activation=models.tanhexp, kernel_init=nn.initializers.zeros)
+    variables = block.init(jax.random.key(1), x)
+    np.testing.assert_allclose(block.apply(variables, x), x)  # zero mixing: the shortcut
+    np.testing.assert_allclose(models.tanhexp(jnp.array([-30.0, 0.0, 30.0])),
+                               [0.0, 0.0, 30.0], atol=1e-6)
+    with pytest.raises(InputError, match=r'split every width in stage_features \(30,\)'):
+        models.SplitNet(stage_features=(30,), stage_depths=(1,)).init(jax.random.key(0),
+                                                                      jnp.ones((1, 32, 32, 3)))
