@@ -7,7 +7,8 @@
 SWEEP_FILE is a Python file whose `get_sweep()` returns a dict:
   config:    the config file every run starts from (relative to the repository, or absolute)
   overrides: {flattened key: value} for every run, e.g. {'num_epochs': 5} for a proxy
-  runs:      {name: {flattened key: value}}, one design each; or
+  runs:      {name: {flattened key: value}}, one design each (its own config file under
+             the key 'config', where designs come from different files); or
   grid:      {flattened key: [values]}, one run per combination
   seeds:     [0, 1, 2]
 Each (run, seed) trains with `main.py` in <root>/<name>_s<seed>, so a stopped sweep resumes
@@ -45,19 +46,21 @@ def repo_path(path: str) -> str:
     return path if os.path.isabs(path) else os.path.join(REPO, path)
 
 
-def expand(sweep: dict) -> list[tuple[str, dict]]:
-    """[(name, overrides)]: the named runs, or one per grid combination, the common
-    overrides first."""
+def expand(sweep: dict) -> list[tuple[str, str, dict]]:
+    """[(name, config file, overrides)]: the named runs, or one per grid combination, the
+    common overrides first."""
     common = dict(sweep.get('overrides', {}))
     if 'runs' in sweep == 'grid' in sweep:
         raise SystemExit('error: a sweep file gives `runs` or `grid`, exactly one')
     if 'runs' in sweep:
-        return [(name, {**common, **overrides}) for name, overrides in sweep['runs'].items()]
+        return [(name, overrides.get('config', sweep['config']),
+                 {**common, **{k: v for k, v in overrides.items() if k != 'config'}})
+                for name, overrides in sweep['runs'].items()]
     keys = list(sweep['grid'])
     runs = []
     for values in itertools.product(*(sweep['grid'][k] for k in keys)):
         name = ','.join(f'{k.split(".")[-1]}={_short(v)}' for k, v in zip(keys, values))
-        runs.append((name, {**common, **dict(zip(keys, values))}))
+        runs.append((name, sweep['config'], {**common, **dict(zip(keys, values))}))
     return runs
 
 
@@ -158,16 +161,16 @@ def read_result(workdir: str) -> dict | None:
             'minutes': sum(r['epoch_time_s'] for r in records) / 60}
 
 
-def summarize(runs: list[tuple[str, dict]], sweep: dict, root: str) -> list[dict]:
+def summarize(runs: list[tuple[str, str, dict]], sweep: dict, root: str) -> list[dict]:
     """One row per run: its overrides, parameters and each seed's result."""
     rows = []
-    for name, overrides in runs:
+    for name, config_file, overrides in runs:
         results = [read_result(os.path.join(root, f'{name}_s{seed}')) for seed in sweep['seeds']]
         done = [r for r in results if r]
         accuracies = [100 * r['accuracy'] for r in done]
         rows.append({
             'name': name, 'overrides': json.dumps(overrides, default=str),
-            'params': parameter_count(build_config(sweep['config'], overrides)),
+            'params': parameter_count(build_config(config_file, overrides)),
             'seeds_done': f'{len(done)}/{len(results)}',
             'accuracy_per_seed': ' '.join(f'{a:.2f}' for a in accuracies),
             'mean_accuracy': round(statistics.mean(accuracies), 2) if done else None,
@@ -236,18 +239,18 @@ def main(argv=None):
     gpus = [g for g in args.gpus.split(',') if g]
     if gpus and len(gpus) < args.parallel:
         raise SystemExit(f'error: --gpus names {len(gpus)} GPUs for --parallel={args.parallel}')
-    for name, overrides in runs:  # a bad key fails here, before anything trains
+    for name, config_file, overrides in runs:  # a bad key fails here, before any training
         try:
-            build_config(sweep['config'], overrides)
+            build_config(config_file, overrides)
         except (KeyError, AttributeError, TypeError) as e:
             raise SystemExit(f'error: sweep run {name!r}: override {e.args[0]}') from None
     os.makedirs(args.root, exist_ok=True)
     failed = []
     if not args.collect_only:
         jobs = [{'workdir': os.path.join(args.root, f'{name}_s{seed}'),
-                 'command': command(sweep['config'], overrides, seed,
+                 'command': command(config_file, overrides, seed,
                                     os.path.join(args.root, f'{name}_s{seed}'))}
-                for name, overrides in runs for seed in sweep['seeds']]
+                for name, config_file, overrides in runs for seed in sweep['seeds']]
         failed = run_all(jobs, args.parallel, gpus)
     rows = summarize(runs, sweep, args.root)
     write_tables(rows, args.root)

@@ -25,15 +25,22 @@ def sweep_file(tmp_path):
 
 
 def test_grid_names_each_combination_and_keeps_the_common_overrides():
-    runs = sweep.expand({'overrides': {'num_epochs': 2},
+    runs = sweep.expand({'config': 'c.py', 'overrides': {'num_epochs': 2},
                          'grid': {'learning_rate': [0.1, 0.2], 'model_args.depthwise': [True]}})
-    assert runs == [('learning_rate=0.1,depthwise=True',
+    assert runs == [('learning_rate=0.1,depthwise=True', 'c.py',
                      {'num_epochs': 2, 'learning_rate': 0.1, 'model_args.depthwise': True}),
-                    ('learning_rate=0.2,depthwise=True',
+                    ('learning_rate=0.2,depthwise=True', 'c.py',
                      {'num_epochs': 2, 'learning_rate': 0.2, 'model_args.depthwise': True})]
     assert sweep.parse_override('dataset=folder:/x') == ('dataset', 'folder:/x')
     assert sweep.parse_override('model_args.block_depths=(3,3)') == (
         'model_args.block_depths', (3, 3))
+
+
+def test_a_run_can_name_its_own_config_file():
+    runs = sweep.expand({'config': 'a.py', 'overrides': {'num_epochs': 5},
+                         'runs': {'x': {}, 'y': {'config': 'b.py', 'batch_size': 4}}})
+    assert runs == [('x', 'a.py', {'num_epochs': 5}),
+                    ('y', 'b.py', {'num_epochs': 5, 'batch_size': 4})]
 
 
 def test_bad_override_key_is_named_before_anything_trains(tmp_path):
