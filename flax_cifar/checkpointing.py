@@ -83,6 +83,8 @@ class Checkpoints:
             raise InputError(f'--workdir {workdir}: no checkpoints in {self.directory}')
         if self.directory.is_dir():
             self._set_aside_damaged_steps(read_only)
+        if jax.process_count() > 1:  # the others open the directory once process 0 moved
+            multihost_utils.sync_global_devices('checkpoints set aside')
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def _step_dirs(self) -> dict[int, epath.Path]:
@@ -101,8 +103,6 @@ class Checkpoints:
                                  f'({why}); a training run on this workdir sets it aside')
             if why:
                 self._move_aside(step, why)
-        if jax.process_count() > 1:  # the others open the directory once process 0 moved
-            multihost_utils.sync_global_devices('checkpoints set aside')
 
     def save(self, step: int, state, meta: dict, test_accuracy: float | None = None):
         metrics = None if test_accuracy is None else {BEST_METRIC: test_accuracy}

@@ -18,6 +18,7 @@ import ml_collections
 import numpy as np
 import optax
 from flax.training import train_state
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
@@ -525,11 +526,12 @@ class Run:
             index, step = index + count, step + count
             pending.append(metrics)
             bar.update(count)
-            stopping = preempted() and index < last  # at the epoch's end: after the test
             checkpoint_due = (config.checkpoint_every_steps > 0 and index < last
                               and step % config.checkpoint_every_steps == 0)
-            if (index % config.log_every_steps == 0 or index == last
-                    or checkpoint_due or stopping):
+            at_sync_point = index % config.log_every_steps == 0 or index == last or checkpoint_due
+            # At the epoch's end the run stops after the test (train_and_evaluate).
+            stopping = index < last and self.stop_requested(preempted, at_sync_point)
+            if at_sync_point or stopping:
                 # Waits for these steps only: later ones are not dispatched yet. Raises on a
                 # non-finite loss before anything after it is saved.
                 fetched = jax.device_get(pending)
@@ -546,6 +548,16 @@ class Run:
                 self.stop_after_sigterm(step)
         bar.close()
         return state, step
+
+    def stop_requested(self, preempted, at_sync_point: bool) -> bool:
+        """Whether to save and stop now. One process acts on its own SIGTERM at any step;
+        several agree at sync points (steps every process reaches in the same order) with
+        one tiny all-gather, since a notice may reach only some of them and all must save
+        the same step and leave together."""
+        if jax.process_count() == 1:
+            return preempted()
+        return at_sync_point and bool(
+            multihost_utils.process_allgather(np.int32(preempted())).any())
 
     def stop_after_sigterm(self, step: int):
         """Waits for the checkpoint of `step` to be on disk, says so and exits (143)."""
@@ -594,6 +606,9 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str):
     meta = {'architecture': {**validation.architecture(config), 'num_classes': len(class_names)},
             'config': config.to_dict(), 'class_names': class_names}
     checkpoints = checkpointing.Checkpoints(workdir, config.max_checkpoints_to_keep)
+    # Replicated over the mesh before restoring, so that each process restores its own
+    # copies: a restored array moved there afterwards would need a cross-host transfer.
+    state = jax.device_put(state, NamedSharding(mesh, P()))
     state, saved_meta = checkpoints.restore_latest_intact(state, meta['architecture'])
     if config.get('stem_whitening') and not saved_meta:  # a checkpoint holds its own
         state = whiten_first_conv(state, model.first_conv, train[0])
@@ -640,7 +655,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Trai
                 state, step = run.train_epoch(state, step, epoch, sums, preempted)
                 run.end_epoch(state, step, epoch, sums)
                 sums = EpochSums()
-                if preempted():
+                if run.stop_requested(preempted, at_sync_point=True):
                     run.stop_after_sigterm(step)
     finally:
         run.checkpoints.close()

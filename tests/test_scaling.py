@@ -1,5 +1,6 @@
 """Data parallelism over devices and hosts, and bfloat16, all on CPU."""
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -82,6 +83,48 @@ def test_two_processes_load_their_own_shards_match_one_and_restore_in_one(folder
     assert int(together.step) == 6
     assert close((one_process.params, one_process.batch_stats),
                  (together.params, together.batch_stats))
+
+
+def two_processes(folder, workdir, *extra):
+    with socket.socket() as s:
+        s.bind(('localhost', 0))
+        port = s.getsockname()[1]
+    return [run_main(folder, workdir, extra=(
+        f'--config.distributed.coordinator_address=localhost:{port}',
+        '--config.distributed.num_processes=2', f'--config.distributed.process_id={i}',
+        *extra), wait=False) for i in range(2)]
+
+
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_saved_step(folder, tmp_path):
+    # 12 epochs of 6 steps, checkpoints at epoch ends only: the stop must be agreed on.
+    extra = ('--config.num_epochs=12', '--config.checkpoint_every_steps=-1',
+             '--config.log_every_steps=2')
+    whole = [p.communicate(timeout=300)[0] for p in two_processes(folder, tmp_path / 'whole',
+                                                                  *extra)]
+    workdir = tmp_path / 'preempted'
+    processes = two_processes(folder, workdir, *extra)
+    output = b''
+    while b'EPOCH: 2' not in output:  # process 0 prints; process 1 gets the notice
+        line = processes[0].stdout.readline()
+        assert line, output.decode()[-3000:]
+        output += line
+    processes[1].send_signal(signal.SIGTERM)
+    outputs = [output + processes[0].communicate(timeout=120)[0],
+               processes[1].communicate(timeout=120)[0]]
+    assert [p.returncode for p in processes] == [143, 143], outputs[1].decode()[-2000:]
+    message = outputs[0].decode().split('SIGTERM: saved a checkpoint at step ')[1]
+    saved = int(message.split(';')[0])
+    assert saved % 6 and saved < 72  # mid-epoch: at a sync point, not at a checkpoint
+    assert str(saved) in os.listdir(workdir / 'checkpoints')
+    processes = two_processes(folder, workdir, *extra)
+    resumed = [p.communicate(timeout=300)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], [o.decode()[-1500:] for o in resumed]
+    assert f'Resuming from the checkpoint at step {saved}' in resumed[0].decode()
+    final = lambda w: evaluation.restore_for_inference(str(w), 'latest')[0]
+    a, b = final(tmp_path / 'whole'), final(workdir)
+    assert int(a.step) == int(b.step) == 72, whole[0].decode()[-2000:]
+    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, (a.params, a.batch_stats),
+                                            (b.params, b.batch_stats))))
 
 
 def test_half_precision_computes_in_bfloat16_and_keeps_float32_parameters():
