@@ -17,6 +17,7 @@ import pytest
 from configs import smoke
 from conftest import rgb_folder
 from flax_cifar import checkpointing, evaluation, metric_writers, train, validation
+from flax_cifar.errors import InputError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -203,6 +204,10 @@ def test_damaged_latest_checkpoint_is_set_aside_and_the_run_resumes(folder, how,
     damage(workdir / 'checkpoints' / '75', how)
     os.makedirs(workdir / 'checkpoints' / '60' / 'state')  # a half-written step directory
     intact = {s: sorted(os.listdir(workdir / 'checkpoints' / str(s))) for s in (25, 50)}
+    if how == 'zero_length':  # reading only: one line naming the step, nothing moved
+        with pytest.raises(InputError, match=r'checkpoint step (60|75) in .* is damaged \('):
+            evaluation.restore_for_inference(str(workdir), 'latest')
+        assert not (workdir / 'checkpoints_damaged').exists()
     capsys.readouterr()
     resumed = train.train_and_evaluate(config, str(workdir))
     out = capsys.readouterr().out
