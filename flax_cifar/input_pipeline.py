@@ -7,7 +7,9 @@ the step never waits on a host pipeline.
 import functools
 import hashlib
 import os
+import socket
 import time
+import urllib.parse
 import zipfile
 from typing import NamedTuple
 
@@ -88,15 +90,29 @@ def _builder(dataset: str, data_dir: str | None):
         _check_folder_layout(root)
         return tfds.folder_dataset.ImageFolder(root, shape=IMAGE_SHAPE)
     builder = tfds.builder(dataset, data_dir=data_dir)
+    offline_hint = (' Offline? Train from a local copy with '
+                    '--config.dataset=folder:/path/to/cifar10 (layout '
+                    'root/{train,test}/<class>/*.png|jpg).')
+    # TFDS retries a download for minutes before it fails: a few seconds tell the same.
+    host = urllib.parse.urlparse(builder.info.homepage or '').hostname
+    if host and not builder.is_prepared() and not _reachable(host):
+        raise InputError(f'config.dataset={dataset!r} is not in {builder.data_dir} and '
+                         f'{host} cannot be reached to download it.' + offline_hint)
     try:
         builder.download_and_prepare()
     except Exception as e:  # TFDS raises a zoo of network and file errors here.
         raise InputError(
             f'config.dataset={dataset!r}: TFDS could not download or prepare it '
-            f'({type(e).__name__}: {str(e).splitlines()[0][:200]}). Offline? Train from a '
-            f'local copy with --config.dataset=folder:/path/to/cifar10 '
-            f'(layout root/{{train,test}}/<class>/*.png|jpg).') from None
+            f'({type(e).__name__}: {str(e).splitlines()[0][:200]}).' + offline_hint) from None
     return builder
+
+
+def _reachable(host: str, timeout_s: float = 5.0) -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
 
 
 def default_cache_dir() -> str:

@@ -208,3 +208,14 @@ def test_damaged_folder_cache_is_set_aside_and_rebuilt(tmp_path, how, capsys):
     assert os.path.getsize(cache / entry) == size  # rebuilt
     [aside] = [name for name in os.listdir(cache) if '.damaged.' in name]
     assert aside.startswith(entry)
+
+
+def test_offline_catalog_dataset_fails_in_seconds_with_the_folder_hint(tmp_path, monkeypatch):
+    def no_network(address, timeout=None):
+        raise OSError('network is unreachable')
+
+    monkeypatch.setattr(input_pipeline.socket, 'create_connection', no_network)
+    with pytest.raises(InputError, match=r"config.dataset='cifar10' is not in .* and "
+                                         r"www.cs.toronto.edu cannot be reached .* "
+                                         r"--config.dataset=folder:"):
+        input_pipeline.load_split('cifar10', 'test', data_dir=str(tmp_path))
