@@ -24,6 +24,7 @@ class WorkdirLock:
         self.file = None
         if '://' in workdir:
             return
+        self.workdir, self.created = workdir, not os.path.exists(workdir)
         os.makedirs(workdir, exist_ok=True)
         path = os.path.join(workdir, LOCK_FILE)
         file = open(path, 'a+')
@@ -43,9 +44,15 @@ class WorkdirLock:
         self.file = file
 
     def release(self):
-        if self.file is not None:
-            self.file.close()  # closing drops the flock
-            self.file = None
+        """Drops the lock; a workdir this lock created and nothing else wrote to (the run
+        stopped at bad input) is removed again."""
+        if self.file is None:
+            return
+        if self.created and os.listdir(self.workdir) == [LOCK_FILE]:
+            os.remove(os.path.join(self.workdir, LOCK_FILE))
+            os.rmdir(self.workdir)
+        self.file.close()  # closing drops the flock
+        self.file = None
 
 
 def _holder(text: str) -> str:

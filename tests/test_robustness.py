@@ -346,3 +346,10 @@ def test_keeps_the_latest_few_and_the_best_by_test_accuracy(tmp_path):
     checkpoints.close()
     assert steps_in(tmp_path) == [2, 5, 6]  # 2 is the best; 5 and 6 the latest two
     assert checkpointing.Checkpoints(str(tmp_path), read_only=True).best_step() == 2
+
+
+def test_run_stopped_by_bad_data_leaves_no_workdir_behind(tmp_path):
+    workdir = tmp_path / 'never'
+    with pytest.raises(InputError, match='no-such-folder'):
+        train.train_and_evaluate(config_for(f'folder:{tmp_path}/no-such-folder'), str(workdir))
+    assert not workdir.exists()

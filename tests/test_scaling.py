@@ -59,32 +59,6 @@ def test_eight_devices_match_one_device_on_the_same_global_batch(folder, one_dev
     assert 'Devices: 8 cpu in 1 process(es), each taking 1 of the 8 images of a batch' in output
 
 
-def test_two_processes_load_their_own_shards_match_one_and_restore_in_one(folder, tmp_path):
-    # Two data shards (0: one per process) give the same global batches on 1 process or 2.
-    run_main(folder, tmp_path / 'one', extra=('--config.data_shards=2',))
-    one_process = evaluation.restore_for_inference(str(tmp_path / 'one'), 'latest')[0]
-    with socket.socket() as s:
-        s.bind(('localhost', 0))
-        port = s.getsockname()[1]
-    processes = [
-        run_main(folder, tmp_path / 'two', extra=(
-            f'--config.distributed.coordinator_address=localhost:{port}',
-            '--config.distributed.num_processes=2', f'--config.distributed.process_id={i}'),
-            wait=False)
-        for i in range(2)]
-    outputs = [p.communicate(timeout=300)[0].decode() for p in processes]
-    assert [p.returncode for p in processes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
-    assert 'Test set' in outputs[0] and 'Test set' not in outputs[1]  # only process 0 prints
-    # 48 training and 12 test images: each process reads and decodes only its half.
-    assert 'Process 0 of 2 holds training rows 0:24 and test rows 0:6' in outputs[0]
-    assert 'Process 1 of 2 holds training rows 24:48 and test rows 6:12' in outputs[1]
-    # Restored here, in this single process, from what the two processes wrote together.
-    together = evaluation.restore_for_inference(str(tmp_path / 'two'), 'latest')[0]
-    assert int(together.step) == 6
-    assert close((one_process.params, one_process.batch_stats),
-                 (together.params, together.batch_stats))
-
-
 def two_processes(folder, workdir, *extra):
     with socket.socket() as s:
         s.bind(('localhost', 0))
@@ -95,14 +69,44 @@ def two_processes(folder, workdir, *extra):
         *extra), wait=False) for i in range(2)]
 
 
-def test_sigterm_to_one_of_two_processes_stops_both_at_one_saved_step(folder, tmp_path):
-    # 12 epochs of 6 steps, checkpoints at epoch ends only: the stop must be agreed on.
-    extra = ('--config.num_epochs=12', '--config.checkpoint_every_steps=-1',
-             '--config.log_every_steps=2')
-    whole = [p.communicate(timeout=300)[0] for p in two_processes(folder, tmp_path / 'whole',
-                                                                  *extra)]
+def finished(processes) -> list[str]:
+    outputs = [p.communicate(timeout=300)[0].decode() for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], [o[-1500:] for o in outputs]
+    return outputs
+
+
+# 12 epochs of 6 steps, checkpoints at epoch ends only (so a stop must be agreed on).
+TWO_PROCESS_RUN = ('--config.num_epochs=12', '--config.checkpoint_every_steps=-1',
+                   '--config.log_every_steps=2')
+
+
+@pytest.fixture(scope='module')
+def two_process_run(folder, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp('two')
+    return workdir, finished(two_processes(folder, workdir, *TWO_PROCESS_RUN))
+
+
+def test_two_processes_load_their_own_shards_match_one_and_restore_in_one(
+        folder, two_process_run, tmp_path):
+    # Two data shards (0: one per process) give the same global batches on 1 process or 2.
+    run_main(folder, tmp_path / 'one', extra=('--config.data_shards=2', *TWO_PROCESS_RUN))
+    one_process = evaluation.restore_for_inference(str(tmp_path / 'one'), 'latest')[0]
+    workdir, outputs = two_process_run
+    assert 'Test set' in outputs[0] and 'Test set' not in outputs[1]  # only process 0 prints
+    # 48 training and 12 test images: each process reads and decodes only its half.
+    assert 'Process 0 of 2 holds training rows 0:24 and test rows 0:6' in outputs[0]
+    assert 'Process 1 of 2 holds training rows 24:48 and test rows 6:12' in outputs[1]
+    # Restored here, in this single process, from what the two processes wrote together.
+    together = evaluation.restore_for_inference(str(workdir), 'latest')[0]
+    assert int(together.step) == 72
+    assert close((one_process.params, one_process.batch_stats),
+                 (together.params, together.batch_stats))
+
+
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_saved_step(folder, two_process_run,
+                                                                      tmp_path):
     workdir = tmp_path / 'preempted'
-    processes = two_processes(folder, workdir, *extra)
+    processes = two_processes(folder, workdir, *TWO_PROCESS_RUN)
     output = b''
     while b'EPOCH: 2' not in output:  # process 0 prints; process 1 gets the notice
         line = processes[0].stdout.readline()
@@ -116,13 +120,11 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_saved_step(folder, tm
     saved = int(message.split(';')[0])
     assert saved % 6 and saved < 72  # mid-epoch: at a sync point, not at a checkpoint
     assert str(saved) in os.listdir(workdir / 'checkpoints')
-    processes = two_processes(folder, workdir, *extra)
-    resumed = [p.communicate(timeout=300)[0] for p in processes]
-    assert [p.returncode for p in processes] == [0, 0], [o.decode()[-1500:] for o in resumed]
-    assert f'Resuming from the checkpoint at step {saved}' in resumed[0].decode()
+    resumed = finished(two_processes(folder, workdir, *TWO_PROCESS_RUN))
+    assert f'Resuming from the checkpoint at step {saved}' in resumed[0]
     final = lambda w: evaluation.restore_for_inference(str(w), 'latest')[0]
-    a, b = final(tmp_path / 'whole'), final(workdir)
-    assert int(a.step) == int(b.step) == 72, whole[0].decode()[-2000:]
+    a, b = final(two_process_run[0]), final(workdir)
+    assert int(a.step) == int(b.step) == 72
     assert all(jax.tree.leaves(jax.tree.map(np.array_equal, (a.params, a.batch_stats),
                                             (b.params, b.batch_stats))))
 
