@@ -1,7 +1,7 @@
 """Throughput of any config on this machine: the jitted step, a real epoch, evaluation, compile.
 
   python benchmarks/throughput.py --config configs/seed.py \
-      --config.dataset=folder:../shared/data/cifar10-jpeg [--config.batch_size=128] [--json]
+      --config.dataset=folder:/path/to/cifar10 [--config.batch_size=128] [--json]
 
 Measures, through the same functions `main.py` trains with (`train.setup_run`):
   startup_s           from this command's start to the end of the first training step:

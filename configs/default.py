@@ -2,7 +2,7 @@
 
 Run:
   python main.py --config configs/default.py
-  python main.py --config configs/default.py --config.dataset=folder:../shared/data/cifar10-jpeg
+  python main.py --config configs/default.py --config.dataset=folder:/path/to/cifar10
 
 Expected result (on the JPEG q75 copy of CIFAR-10), test accuracy after 15 epochs with
 test-time flipping (config.eval_flip, on by default) / without, on a 2-core x86-64 CPU with

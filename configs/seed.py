@@ -1,7 +1,7 @@
 """The seed write-up's network (185,936 parameters, dense 3x3 "depthwise" convs), 15 epochs.
 
 Run:
-  python main.py --config configs/seed.py --config.dataset=folder:../shared/data/cifar10-jpeg
+  python main.py --config configs/seed.py --config.dataset=folder:/path/to/cifar10
 
 Expected result (seed 0, on the JPEG q75 copy of CIFAR-10): 76.03% test accuracy after 15
 epochs with test-time flipping (config.eval_flip, on by default), 75.24% without; per epoch

@@ -1,7 +1,7 @@
 """A seconds-long smoke run: a tiny DSResNet for checking a set-up, not for accuracy.
 
 Run:
-  python main.py --config configs/smoke.py --config.dataset=folder:../shared/data/cifar10-jpeg
+  python main.py --config configs/smoke.py --config.dataset=folder:/path/to/cifar10
 
 Expected result: it finishes; the accuracy means nothing (2 epochs of a 3k-parameter net).
 """
