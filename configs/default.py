@@ -1,23 +1,11 @@
-"""The project's default: DSResNet (depthwise-separable, dilated, residual) on CIFAR-10.
+"""The project's default: DSResNet (depthwise-separable, dilated, residual), 195,722 parameters.
 
 Run:
-  python main.py --config configs/default.py
   python main.py --config configs/default.py --config.dataset=folder:/path/to/cifar10
 
-Expected result (on the JPEG q75 copy of CIFAR-10), test accuracy after 15 epochs with
-test-time flipping (config.eval_flip, on by default) / without, on a 2-core x86-64 CPU with
-jax 0.12, one core each:
-  seed 0: 86.90 / 85.81%, 116.6 min;  seed 1: 86.96 / 86.13%, 147.3 min;
-  seed 2: 86.83 / 86.08%, 127.1 min;  mean 86.90 / 86.01%.
-With test-time 1-pixel shifts as well (--config.eval_translate=1, or --mode=evaluate on the
-run's workdir): 87.08, 87.13, 87.18%.
-Without the whitened stem (--config.stem_whitening=False, the default until 2026-11-27):
-  the same CPU, seeds 0-2: 86.46, 86.37, 86.39% (mean 86.41%);
-  one NVIDIA H200, seeds 0-2: 86.79, 86.62, 86.18% (mean 86.53%), 16-21 s a run;
-  one NVIDIA H100: 86.87, 86.56, 86.52% (mean 86.65%);
-  30 epochs (--config.num_epochs=30): 88.07% (mean of 3 seeds, H200); 60: 88.89% (seed 0).
-The previous default, stages 64-128-256 (140,362 parameters), gave 85.28 / 84.33% on the
-same CPU. The README's Results table has the commands and an ablation of each field.
+Expected result (JPEG q75 copy of CIFAR-10): 86.90% test accuracy after 15 epochs with the
+test-time flip, mean of seeds 0-2 (86.83-86.96%), 117-147 min on one core of a 2-core x86-64
+CPU with jax 0.12 (docs/results.md).
 """
 import ml_collections
 
