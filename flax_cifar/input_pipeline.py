@@ -6,6 +6,7 @@ the step never waits on a host pipeline.
 """
 import functools
 import hashlib
+import inspect
 import os
 import socket
 import time
@@ -83,6 +84,13 @@ def _find_bad_image(root: str, split: str) -> str | None:
     return None
 
 
+def _tfds_download():
+    return inspect.getattr_static(tfds.core.DatasetBuilder, 'download_and_prepare')
+
+
+_TFDS_DOWNLOAD = _tfds_download()  # tfds.testing.mock_data replaces it: nothing downloads
+
+
 @functools.lru_cache(maxsize=8)
 def _builder(dataset: str, data_dir: str | None):
     root = _folder_root(dataset)
@@ -95,7 +103,8 @@ def _builder(dataset: str, data_dir: str | None):
                     'root/{train,test}/<class>/*.png|jpg).')
     # TFDS retries a download for minutes before it fails: a few seconds tell the same.
     host = urllib.parse.urlparse(builder.info.homepage or '').hostname
-    if host and not builder.is_prepared() and not _reachable(host):
+    downloads = _tfds_download() is _TFDS_DOWNLOAD
+    if host and downloads and not builder.is_prepared() and not _reachable(host):
         raise InputError(f'config.dataset={dataset!r} is not in {builder.data_dir} and '
                          f'{host} cannot be reached to download it.' + offline_hint)
     try:

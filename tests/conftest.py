@@ -10,7 +10,8 @@ os.environ['XDG_CACHE_HOME'] = tempfile.mkdtemp(prefix='flax_cifar_test_cache_')
 # Many tests train the same small network, several in subprocesses: compile each step once.
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(os.environ['XDG_CACHE_HOME'], 'jax'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root
+sys.path.insert(0, REPO)
 
 import numpy as np
 import pytest

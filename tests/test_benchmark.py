@@ -5,9 +5,10 @@ import re
 import subprocess
 import sys
 
-from conftest import rgb_folder
+import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO, rgb_folder
+
 
 
 def run_throughput(folder, *overrides, devices=1) -> dict:
@@ -23,6 +24,7 @@ def run_throughput(folder, *overrides, devices=1) -> dict:
     return json.loads(output.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_throughput_benchmark_reports_every_measurement_as_json(tmp_path):
     folder = rgb_folder(tmp_path / 'data', train_per_class=8, test_per_class=3)
     result = run_throughput(folder)
@@ -39,6 +41,7 @@ def test_throughput_benchmark_reports_every_measurement_as_json(tmp_path):
     assert abs(split['flops_per_image'] / result['flops_per_image'] - 1) < 0.1
 
 
+@pytest.mark.slow
 def test_step_profile_attributes_the_step_to_layers_and_passes():
     output = subprocess.run(
         [sys.executable, os.path.join(REPO, 'benchmarks', 'step_profile.py'), '--config',

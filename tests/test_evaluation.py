@@ -25,6 +25,7 @@ def trained(tmp_path_factory):
     return workdir, str(root)
 
 
+@pytest.mark.slow
 def test_evaluate_best_checkpoint_reports_per_class_and_confusion(trained, capsys):
     workdir, _ = trained
     records = metric_writers.read_records(os.path.join(workdir, 'metrics.jsonl'))
@@ -52,6 +53,7 @@ def test_latest_checkpoint_is_the_last_step(trained):
     assert evaluation.evaluate_checkpoint(workdir, 'latest')['step'] == 4 * 12
 
 
+@pytest.mark.slow
 def test_view_logits_compute_each_view_once_and_average_as_training_does(trained):
     workdir, _ = trained
     state = evaluation.restore_for_inference(workdir, 'latest')[0]

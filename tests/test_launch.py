@@ -2,7 +2,8 @@
 import os
 import subprocess
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO
+
 
 
 def dry_run(*args):

@@ -15,11 +15,10 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from conftest import rgb_folder
+from conftest import REPO, rgb_folder
 from flax_cifar import checkpointing, evaluation, metric_writers, train, validation
 from flax_cifar.errors import InputError
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def config_for(dataset, **overrides):
@@ -90,6 +89,7 @@ def start_and_wait_for(command, predicate, timeout=120):
     return process, lines
 
 
+@pytest.mark.slow
 def test_sigkill_at_any_moment_then_rerun_equals_the_uninterrupted_run(folder, uninterrupted,
                                                                       tmp_path):
     workdir = tmp_path / 'killed'
@@ -105,6 +105,7 @@ def test_sigkill_at_any_moment_then_rerun_equals_the_uninterrupted_run(folder, u
     assert epoch_records(workdir) == epoch_records(uninterrupted)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_143(folder, uninterrupted, tmp_path):
     workdir = tmp_path / 'preempted'
     command = main_command(folder, workdir, '--config.checkpoint_every_steps=-1')
@@ -121,6 +122,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(folder, uninterrupted, tmp_pat
     assert epoch_records(workdir) == epoch_records(uninterrupted)
 
 
+@pytest.mark.slow
 def test_second_run_on_a_live_workdir_is_refused_naming_the_holder(folder, tmp_path):
     workdir = tmp_path / 'busy'
     command = main_command(folder, workdir)
@@ -140,6 +142,7 @@ def test_second_run_on_a_live_workdir_is_refused_naming_the_holder(folder, tmp_p
         holder.wait()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('steps', [75, 80], ids=['epoch_end', 'mid_epoch'])
 def test_finished_run_started_again_trains_and_appends_nothing(folder, steps, tmp_path,
                                                               capsys):
@@ -157,6 +160,7 @@ def test_finished_run_started_again_trains_and_appends_nothing(folder, steps, tm
     assert [tree_snapshot(tmp_path / d) for d in ('checkpoints', 'tensorboard')] == kept
 
 
+@pytest.mark.slow
 def test_damaged_metrics_file_is_set_aside_and_its_good_records_kept(folder, tmp_path, capsys):
     train.train_and_evaluate(config_for(folder, num_epochs=1), str(tmp_path))
     metrics = tmp_path / 'metrics.jsonl'
@@ -192,6 +196,7 @@ def damage(step_dir, how):
                 f.write(os.urandom(64))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('how', ['truncate', 'garbage', 'zero_length', 'missing_item'])
 def test_damaged_latest_checkpoint_is_set_aside_and_the_run_resumes(folder, how, tmp_path,
                                                                     capsys):
@@ -225,6 +230,7 @@ def tree_snapshot(directory):
                   for d, _, fs in os.walk(directory) for f in fs)
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_network_is_refused_and_left_alone(folder, tmp_path):
     train.train_and_evaluate(config_for(folder, num_train_steps=4), str(tmp_path))
     before = tree_snapshot(tmp_path / 'checkpoints')
@@ -237,6 +243,7 @@ def test_checkpoint_of_another_network_is_refused_and_left_alone(folder, tmp_pat
     assert tree_snapshot(tmp_path / 'checkpoints') == before
 
 
+@pytest.mark.slow
 def test_turning_on_the_weight_average_mid_run_is_refused_not_set_aside(folder, tmp_path):
     train.train_and_evaluate(config_for(folder, num_train_steps=4), str(tmp_path))
     before = tree_snapshot(tmp_path / 'checkpoints')
@@ -247,6 +254,7 @@ def test_turning_on_the_weight_average_mid_run_is_refused_not_set_aside(folder, 
     assert tree_snapshot(tmp_path / 'checkpoints') == before
 
 
+@pytest.mark.slow
 def test_checkpoint_without_our_meta_item_is_refused_not_set_aside(folder, tmp_path):
     train.train_and_evaluate(config_for(folder, num_train_steps=4), str(tmp_path))
     shutil.rmtree(tmp_path / 'checkpoints' / '4' / 'meta')
@@ -256,6 +264,7 @@ def test_checkpoint_without_our_meta_item_is_refused_not_set_aside(folder, tmp_p
     assert tree_snapshot(tmp_path / 'checkpoints') == before
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_naming_the_step_and_keeps_the_good_checkpoints(folder, tmp_path,
                                                                       monkeypatch):
     real_step = train.train_step
@@ -325,6 +334,7 @@ def test_batch_that_the_devices_cannot_split_is_named():
         validation.validate_config(smoke.get_config(), num_devices=3)
 
 
+@pytest.mark.slow
 def test_command_line_error_is_one_line_and_writes_nothing(tmp_path):
     workdir = tmp_path / 'never'
     result = subprocess.run(

@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from conftest import rgb_folder
+from conftest import REPO, rgb_folder
 from flax_cifar import evaluation, train
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='module')
@@ -49,6 +48,7 @@ def one_device(folder, tmp_path_factory):
     return evaluation.restore_for_inference(str(workdir), 'latest')[0]
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one_device_on_the_same_global_batch(folder, one_device, tmp_path):
     output = run_main(folder, tmp_path, devices=8)
     sharded = evaluation.restore_for_inference(str(tmp_path), 'latest')[0]
@@ -86,6 +86,7 @@ def two_process_run(folder, tmp_path_factory):
     return workdir, finished(two_processes(folder, workdir, *TWO_PROCESS_RUN))
 
 
+@pytest.mark.slow
 def test_two_processes_load_their_own_shards_match_one_and_restore_in_one(
         folder, two_process_run, tmp_path):
     # Two data shards (0: one per process) give the same global batches on 1 process or 2.
@@ -103,6 +104,7 @@ def test_two_processes_load_their_own_shards_match_one_and_restore_in_one(
                  (together.params, together.batch_stats))
 
 
+@pytest.mark.slow
 def test_sigterm_to_one_of_two_processes_stops_both_at_one_saved_step(folder, two_process_run,
                                                                       tmp_path):
     workdir = tmp_path / 'preempted'
@@ -129,6 +131,7 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_saved_step(folder, tw
                                             (b.params, b.batch_stats))))
 
 
+@pytest.mark.slow
 def test_half_precision_computes_in_bfloat16_and_keeps_float32_parameters():
     config = smoke.get_config()
     config.half_precision = True

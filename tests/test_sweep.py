@@ -52,6 +52,7 @@ def test_bad_override_key_is_named_before_anything_trains(tmp_path):
     assert not (tmp_path / 'root').exists()
 
 
+@pytest.mark.slow
 def test_sweep_trains_each_run_in_its_workdir_tabulates_and_skips_finished_runs(
         sweep_file, tmp_path, capsys):
     data = rgb_folder(tmp_path / 'data', train_per_class=8, test_per_class=4)

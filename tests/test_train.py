@@ -58,6 +58,7 @@ def test_dropout_key_depends_on_the_step():
     assert not np.allclose(a.params['classifier']['kernel'], b.params['classifier']['kernel'])
 
 
+@pytest.mark.slow
 def test_weight_average_follows_the_weights_and_is_what_gets_evaluated():
     config = tiny_config()
     step = jax.jit(train.train_step)
@@ -205,6 +206,7 @@ def read_metrics(workdir):
         return [json.loads(line) for line in f]
 
 
+@pytest.mark.slow
 def test_learns_a_small_dataset_and_prints_the_seed_lines(learnable_folder, tmp_path, capsys):
     config = tiny_config(dataset=learnable_folder, num_epochs=6)
     train.train_and_evaluate(config, str(tmp_path))
@@ -232,6 +234,7 @@ def test_learns_a_small_dataset_and_prints_the_seed_lines(learnable_folder, tmp_
         alternating_flip=True, crop_padding=2, crop_pad_mode='reflect', bn_bias_lr_scale=8.0,
         schedule='triangle'),
 ], ids=['plain', 'cutout-ema-4-steps-per-call-whitened', 'airnet-lookahead-alternating'])
+@pytest.mark.slow
 def test_resume_equals_the_uninterrupted_run(learnable_folder, tmp_path, options):
     # 96 images / batch 8 = 12 steps an epoch; 3 epochs; checkpoints every 5 steps and at
     # epoch ends. A copy of the run that keeps only the checkpoints up to step 15 (mid epoch
@@ -297,6 +300,7 @@ def test_train_and_eval_steps_compile_once_for_a_whole_run(learnable_folder, tmp
     assert sum('eval_fn' in m for m in compiled) == 1
 
 
+@pytest.mark.slow
 def test_many_steps_per_call_train_as_one_step_per_call_and_compile_once(learnable_folder,
                                                                           tmp_path, caplog):
     # 12 steps an epoch, 2 epochs, checkpoints every 5 steps: calls of 4 steps where they fit.
@@ -377,6 +381,7 @@ def library_fusion_roots(hlo_text: str) -> collections.Counter:
     return roots
 
 
+@pytest.mark.slow
 def test_cpu_convolutions_leave_ynnpack_and_train_the_same():
     """cpu_ynnpack_convolutions=False (the default) reaches the compiled training step: its
     convolutions leave YNNPACK's fusions (XLA's CPU default hands them over) while its
