@@ -295,6 +295,13 @@ class SeparableConv(nn.Module):
         return PointwiseConv(self.features, self.dtype, self.kernel_init, name='pointwise')(x)
 
 
+class Network(nn.Module):
+    """The fields every network here takes besides its own."""
+    num_classes: int = 10
+    dtype: Any = jnp.float32
+    depthwise_implementation: str = 'auto'  # how true depthwise convs compute (DepthwiseConv)
+
+
 # The seed's table, one row per conv unit: (features, dilation, stride, padding, separable).
 SEED_LAYERS = (
     (16, 1, 1, 0, False),  # 30x30
@@ -308,14 +315,11 @@ SEED_LAYERS = (
 )
 
 
-class SeedNet(nn.Module):
+class SeedNet(Network):
     """The seed network: each unit is conv -> ReLU -> BatchNorm -> Dropout, as in the seed."""
     first_conv: ClassVar[str] = 'unit1_conv'  # the layer config.stem_whitening sets
     depthwise: bool = False
     dropout_rate: float = 0.05
-    num_classes: int = 10
-    dtype: Any = jnp.float32
-    depthwise_implementation: str = 'auto'  # how true depthwise convs compute (DepthwiseConv)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -339,7 +343,7 @@ class SeedNet(nn.Module):
         return x.reshape(x.shape[0], -1).astype(jnp.float32)
 
 
-class DSResNet(nn.Module):
+class DSResNet(Network):
     """The project's network: depthwise-separable, dilated, residual.
 
     stem: dense 3x3 conv at full resolution. Each stage: a separable conv to the stage width,
@@ -353,9 +357,6 @@ class DSResNet(nn.Module):
     stage_dilations: Sequence[int] = (2, 2, 1)
     depthwise: bool = True
     dropout_rate: float = 0.0
-    num_classes: int = 10
-    dtype: Any = jnp.float32
-    depthwise_implementation: str = 'auto'  # how true depthwise convs compute (DepthwiseConv)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -400,7 +401,7 @@ def dirac_init(base=nn.initializers.lecun_normal()):
     return init
 
 
-class AirNet(nn.Module):
+class AirNet(Network):
     """airbench's layout, made depthwise-separable and dilated, for under 200k parameters.
 
     A frozen 2x2 patch-whitening conv (config.stem_whitening), then one block per width:
@@ -424,9 +425,6 @@ class AirNet(nn.Module):
     bn_scale: bool = False          # train BatchNorm's scale; airbench holds it at 1
     bn_momentum: float = 0.6        # running statistics' decay (PyTorch's 0.4)
     head_scale: float = 1 / 9
-    num_classes: int = 10
-    dtype: Any = jnp.float32
-    depthwise_implementation: str = 'auto'  # how true depthwise convs compute (DepthwiseConv)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -521,7 +519,7 @@ class SplitBlock(nn.Module):
         return Scale(self.dtype, name='shortcut_scale')(x) + y
 
 
-class SplitNet(nn.Module):
+class SplitNet(Network):
     """xvel/cifar10-tiniest's layout (channels split over depthwise kernels of several sizes,
     one dilated; gated 1x1 mixing; scaled shortcuts), with a whitened stem and BatchNorm.
 
@@ -541,9 +539,6 @@ class SplitNet(nn.Module):
     norm: str = 'layer'             # 'layer' or 'batch' (frozen scale; did not train)
     activation: str = 'tanhexp'     # the gate's activation
     bn_momentum: float = 0.6
-    num_classes: int = 10
-    dtype: Any = jnp.float32
-    depthwise_implementation: str = 'auto'  # how true depthwise convs compute (DepthwiseConv)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
