@@ -1,8 +1,12 @@
 """SplitNet: channels split over depthwise kernels (one dilated), gated 1x1 mixing, scaled
-shortcuts (after xvel/cifar10-tiniest), with AirNet's recipe; 196,252 parameters.
+shortcuts (after xvel/cifar10-tiniest), with AirNet's recipe; 197,116 parameters.
 
 Run:
   python main.py --config configs/splitnet.py --config.dataset=folder:/path/to/cifar10
+
+Expected result (seed 0, JPEG q75 copy of CIFAR-10): 73.19% test accuracy after a 5-epoch run
+(--config.num_epochs=5), 17.7 min on a 2-core x86-64 CPU with jax 0.12; no 15-epoch run yet
+(docs/search.md).
 """
 import ml_collections
 
