@@ -24,7 +24,7 @@ class WorkdirLock:
         self.file = None
         if '://' in workdir:
             return
-        self.workdir, self.created = workdir, not os.path.exists(workdir)
+        self.workdir, self.created = workdir, _first_missing(workdir)
         os.makedirs(workdir, exist_ok=True)
         path = os.path.join(workdir, LOCK_FILE)
         file = open(path, 'a+')
@@ -50,9 +50,20 @@ class WorkdirLock:
             return
         if self.created and os.listdir(self.workdir) == [LOCK_FILE]:
             os.remove(os.path.join(self.workdir, LOCK_FILE))
-            os.rmdir(self.workdir)
+            path = os.path.abspath(self.workdir)
+            while path != os.path.dirname(self.created):  # the directories it made, inner first
+                os.rmdir(path)
+                path = os.path.dirname(path)
         self.file.close()  # closing drops the flock
         self.file = None
+
+
+def _first_missing(path: str) -> str | None:
+    """The outermost directory of `path` that does not exist yet, or None."""
+    path, missing = os.path.abspath(path), None
+    while not os.path.exists(path):
+        path, missing = os.path.dirname(path), path
+    return missing
 
 
 def _holder(text: str) -> str:

@@ -359,7 +359,7 @@ def test_keeps_the_latest_few_and_the_best_by_test_accuracy(tmp_path):
 
 
 def test_run_stopped_by_bad_data_leaves_no_workdir_behind(tmp_path):
-    workdir = tmp_path / 'never'
+    workdir = tmp_path / 'never' / 'nested'
     with pytest.raises(InputError, match='no-such-folder'):
         train.train_and_evaluate(config_for(f'folder:{tmp_path}/no-such-folder'), str(workdir))
-    assert not workdir.exists()
+    assert not (tmp_path / 'never').exists()
