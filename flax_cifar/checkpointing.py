@@ -21,9 +21,8 @@ import jax
 from etils import epath
 from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
-from absl import logging
 
-from flax_cifar import validation
+from flax_cifar import errors, validation
 from flax_cifar.errors import InputError
 
 BEST_METRIC = 'test_accuracy'
@@ -161,13 +160,8 @@ class Checkpoints:
     def _move_aside(self, step: int, why: str):
         source = self.directory / str(step)
         target = self.workdir / 'checkpoints_damaged' / f'{step}.{int(time.time())}'
-        message = (f'WARNING: checkpoint step {step} at {source} is damaged ({why}); '
-                   f'moved to {target}, trying the next older step')
-        logging.warning(message)
-        print(message, flush=True)
-        if jax.process_index() == 0:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            source.rename(target)
+        errors.set_aside(source, target, why, name=f'checkpoint step {step} at {source}',
+                         move=jax.process_index() == 0)
 
     def wait_until_finished(self):
         self.manager.wait_until_finished()
