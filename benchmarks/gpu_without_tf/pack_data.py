@@ -1,6 +1,6 @@
 """Packs the CIFAR-10 folder's JPEG bytes, in ImageFolder's row order, for a machine without TFDS.
 
-  python benchmarks/gpu_without_tf/pack_data.py ../shared/data/cifar10-jpeg OUT_DIR
+  python benchmarks/gpu_without_tf/pack_data.py /path/to/cifar10 OUT_DIR
 
 Writes OUT_DIR/{train,test}.bin (the files' bytes, concatenated) and OUT_DIR/index.npz
 (offsets, labels, class names): 55 MB, small enough to travel to a lent GPU machine.

@@ -1,4 +1,4 @@
-"""The PyTorch peer (shared/bench/seed_torch.py, same network) timed on the GPU."""
+"""The PyTorch peer (seed_torch.py, the same network) timed on the GPU."""
 import sys, time
 import torch
 batch, steps = int(sys.argv[1]), int(sys.argv[2])
