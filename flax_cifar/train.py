@@ -23,8 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
 from flax_cifar import (checkpointing, data_parallel, input_pipeline, metric_writers, models,
-                        optim, plots, validation, whitening, workdir_lock,
-                        xla_options)
+                        optim, plots, validation, whitening, workdir_lock, xla_options)
 
 # Independent random streams, each folded with the step or epoch it serves.
 (INIT_STREAM, EPOCH_ORDER_STREAM, AUGMENT_STREAM, DROPOUT_STREAM, CUTOUT_STREAM,
