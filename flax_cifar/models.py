@@ -406,8 +406,8 @@ class AirNet(Network):
 
     A frozen 2x2 patch-whitening conv (config.stem_whitening), then one block per width:
     conv -> 2x2 max pool -> BN -> act, then `depth - 1` more conv -> BN -> act, dilated.
-    Every conv is depthwise-separable (a depthwise 3x3 and a pointwise 1x1) except, with
-    `dense_first`, block 1's first, where the input has only the whitened channels. A final
+    Every conv is depthwise-separable (a depthwise 3x3 and a pointwise 1x1) except the first
+    `dense_convs`, dense 3x3 convs where the resolution is high and channels few. A final
     max pool over what is left, a dense classifier scaled by `head_scale` (airbench: 1/9,
     logits that start small keep the high learning rate stable).
     """
@@ -417,7 +417,7 @@ class AirNet(Network):
     block_features: Sequence[int] = (64, 192, 256)
     block_depths: Sequence[int] = (2, 2, 2)        # convs per block, the first one pools
     block_dilations: Sequence[int] = (2, 2, 1)     # of each block's convs after the first
-    dense_first: bool = True        # block 1's first 3x3 conv dense, not separable
+    dense_convs: int = 1            # the first N convs (in order) dense, not separable
     depthwise: bool = True          # feature_group_count=in_features in the separable convs
     residual: bool = False          # x + conv(x) around the convs after each block's first
     activation: str = 'gelu'        # 'gelu' or 'relu'
@@ -445,9 +445,9 @@ class AirNet(Network):
             for c in range(depth):
                 name = f'block{b + 1}_conv{c + 1}'
                 d = 1 if c == 0 else dilation
-                if b == 0 and c == 0 and self.dense_first:
-                    y = nn.Conv(features, (3, 3), padding=1, use_bias=False, kernel_init=init,
-                                dtype=self.dtype, name=name)(x)
+                if sum(self.block_depths[:b]) + c < self.dense_convs:
+                    y = nn.Conv(features, (3, 3), padding=d, kernel_dilation=d, use_bias=False,
+                                kernel_init=init, dtype=self.dtype, name=name)(x)
                 else:
                     y = SeparableConv(features, d, padding=d, depthwise=self.depthwise,
                                       dtype=self.dtype,

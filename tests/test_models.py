@@ -292,8 +292,12 @@ def test_airnet_options_change_what_they_name():
                            block_dilations=(2, 1), bn_scale=True)
     assert 'scale' in scaled.init(jax.random.key(0), x)['params']['block1_conv1_bn']
     separable = models.AirNet(block_features=(8, 16), block_depths=(2, 1),
-                              block_dilations=(2, 1), dense_first=False)
+                              block_dilations=(2, 1), dense_convs=0)
     assert 'depthwise' in separable.init(jax.random.key(0), x)['params']['block1_conv1']
+    hybrid = models.AirNet(block_features=(8, 16), block_depths=(2, 1), block_dilations=(2, 1),
+                           dense_convs=2).init(jax.random.key(0), x)['params']
+    assert hybrid['block1_conv2']['kernel'].shape == (3, 3, 8, 8)     # dense, counted in order
+    assert 'depthwise' in hybrid['block2_conv1']                      # separable after them
     with pytest.raises(InputError, match="activation='tanh'"):
         models.AirNet(activation='tanh').init(jax.random.key(0), x)
 
