@@ -114,7 +114,7 @@ copy() {
 }
 
 install() {
-  on_workers "cd ~/flax_cifar && python3 -m venv .venv && .venv/bin/pip install -q -e . 'jax[tpu]'"
+  on_workers "cd ~/flax_cifar && python3 -m venv .venv && .venv/bin/pip install -q -e '.[tfds]' 'jax[tpu]'"
 }
 
 train() {

@@ -43,8 +43,6 @@ def main(argv):
         raise app.UsageError('--config is needed to train, e.g. --config configs/default.py')
     if FLAGS.mode == 'predict' and len(argv) < 2:
         raise app.UsageError('--mode=predict takes image files as arguments')
-    import tensorflow as tf
-    tf.config.set_visible_devices([], 'GPU')  # TF only reads files; the accelerators are JAX's.
     from flax_cifar import distributed, evaluation, train
     from flax_cifar.errors import InputError
 

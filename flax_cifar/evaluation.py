@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import matplotlib
 import ml_collections
 import numpy as np
-import tensorflow as tf
+import PIL.Image
+from etils import epath
 
 matplotlib.use('Agg')  # files only; no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
@@ -115,7 +116,7 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: str,
                 color='white' if v > matrix.max() / 2 else 'black')
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
-    with tf.io.gfile.GFile(path, 'wb') as f:  # local or gs://
+    with epath.Path(path).open('wb') as f:  # local or gs://
         fig.savefig(f, format='png', dpi=120)
     plt.close(fig)
 
@@ -169,14 +170,14 @@ def evaluate_checkpoint(workdir: str, which: str = 'best', dataset: str | None =
 def load_image(path: str) -> np.ndarray:
     """An image file as 32x32 RGB uint8; other sizes are resized (area-averaged)."""
     try:
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    except (tf.errors.OpError, ValueError) as e:
+        with epath.Path(path).open('rb') as f, PIL.Image.open(f) as image:  # local or gs://
+            image = image.convert('RGB')  # grayscale, palette and RGBA files too
+    except (OSError, ValueError) as e:
         raise InputError(f'{path}: not a readable image ({str(e).splitlines()[0][:120]})') from None
-    if tuple(image.shape) != input_pipeline.IMAGE_SHAPE:
-        image = tf.image.resize(image, input_pipeline.IMAGE_SHAPE[:2], method='area',
-                                antialias=True)
-        image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-    return image.numpy()
+    size = input_pipeline.IMAGE_SHAPE[1::-1]  # (width, height)
+    if image.size != size:
+        image = image.resize(size, PIL.Image.Resampling.BOX)  # area averaging
+    return np.asarray(image, np.uint8)
 
 
 def predict_files(workdir: str, paths: list[str], which: str = 'best') -> list[tuple]:

@@ -6,7 +6,7 @@ also does this at its end.
 import sys
 
 import matplotlib
-import tensorflow as tf
+from etils import epath
 
 matplotlib.use('Agg')  # files only; no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
@@ -18,7 +18,7 @@ def plot_curves(workdir: str) -> str | None:
     """Writes <workdir>/curves.png from <workdir>/metrics.jsonl; its path, or None if there
     is no finished epoch to plot."""
     path = f'{workdir}/metrics.jsonl'
-    records = metric_writers.read_records(path) if tf.io.gfile.exists(path) else []
+    records = metric_writers.read_records(path) if epath.Path(path).exists() else []
     if not records:
         return None
     epochs = [r['epoch'] + 1 for r in records]
@@ -40,7 +40,7 @@ def plot_curves(workdir: str) -> str | None:
     accuracy.legend()
     fig.tight_layout()
     path = f'{workdir}/curves.png'
-    with tf.io.gfile.GFile(path, 'wb') as f:  # local or gs://
+    with epath.Path(path).open('wb') as f:  # local or gs://
         fig.savefig(f, format='png', dpi=110)
     plt.close(fig)
     return path

@@ -111,10 +111,11 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
              f'option it sets ({refusal}); set it to True')
     dataset = config.dataset
     _require(isinstance(dataset, str) and dataset != '',
-             f'config.dataset={dataset!r} must be a TFDS name or folder:/path')
-    if dataset.startswith(input_pipeline.FOLDER_PREFIX):
-        root = os.path.expanduser(dataset[len(input_pipeline.FOLDER_PREFIX):])
-        _require(os.path.isdir(root), f'config.dataset: folder {root!r} does not exist')
+             f'config.dataset={dataset!r} must be a TFDS name, folder:/path or arrays:/path')
+    for prefix in (input_pipeline.FOLDER_PREFIX, input_pipeline.ARRAYS_PREFIX):
+        if dataset.startswith(prefix):
+            root = os.path.expanduser(dataset[len(prefix):])
+            _require(os.path.isdir(root), f'config.dataset: folder {root!r} does not exist')
 
 
 def uses_ema(config: ml_collections.ConfigDict) -> bool:

@@ -20,7 +20,7 @@ import pytest
 def write_image_folder(root, splits=('train', 'test'), classes=('a', 'b'), per_class=3,
                        shape=(32, 32, 3), fmt='png', seed=0):
     """An ImageFolder tree root/split/class/i.png; class k's images are bright in channel k."""
-    import tensorflow as tf
+    import PIL.Image
     rng = np.random.default_rng(seed)
     for split in splits:
         for k, name in enumerate(classes):
@@ -28,9 +28,9 @@ def write_image_folder(root, splits=('train', 'test'), classes=('a', 'b'), per_c
             for i in range(per_class):
                 img = rng.integers(0, 100, shape, dtype=np.uint8)
                 img[..., k % shape[-1]] += 150
-                encode = tf.io.encode_png if fmt == 'png' else tf.io.encode_jpeg
-                with open(os.path.join(root, split, name, f'{i}.{fmt}'), 'wb') as f:
-                    f.write(encode(img).numpy())
+                PIL.Image.fromarray(img.squeeze(-1) if shape[-1] == 1 else img).save(
+                    os.path.join(root, split, name, f'{i}.{fmt}'),
+                    format='JPEG' if fmt in ('jpg', 'jpeg') else fmt.upper())
     return str(root)
 
 

@@ -7,7 +7,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from conftest import write_image_folder
-from flax_cifar import input_pipeline
+from flax_cifar import input_pipeline, tfds_source
 from flax_cifar.errors import InputError
 
 
@@ -183,11 +183,11 @@ def test_folder_cache_is_reused_and_invalidated_by_a_changed_file(tmp_path, monk
     cache = str(tmp_path / 'cache')
     first = input_pipeline.load_split(f'folder:{root}', 'train', cache_dir=cache)
     assert len(os.listdir(cache)) == 1
-    decode = input_pipeline._decode_rows
-    monkeypatch.setattr(input_pipeline, '_decode_rows', lambda *a: pytest.fail('decoded again'))
+    decode = tfds_source._decode_rows
+    monkeypatch.setattr(tfds_source, '_decode_rows', lambda *a: pytest.fail('decoded again'))
     again = input_pipeline.load_split(f'folder:{root}', 'train', cache_dir=cache)
     assert np.array_equal(first.images, again.images) and np.array_equal(first.labels, again.labels)
-    monkeypatch.setattr(input_pipeline, '_decode_rows', decode)
+    monkeypatch.setattr(tfds_source, '_decode_rows', decode)
     write_image_folder(tmp_path / 'data', classes=('a',), per_class=1, seed=9)  # rewrites a/0.png
     changed = input_pipeline.load_split(f'folder:{root}', 'train', cache_dir=cache)
     assert len(os.listdir(cache)) == 2 and not np.array_equal(changed.images, first.images)
@@ -214,7 +214,7 @@ def test_offline_catalog_dataset_fails_in_seconds_with_the_folder_hint(tmp_path,
     def no_network(address, timeout=None):
         raise OSError('network is unreachable')
 
-    monkeypatch.setattr(input_pipeline.socket, 'create_connection', no_network)
+    monkeypatch.setattr(tfds_source.socket, 'create_connection', no_network)
     with pytest.raises(InputError, match=r"config.dataset='cifar10' is not in .* and "
                                          r"www.cs.toronto.edu cannot be reached .* "
                                          r"--config.dataset=folder:"):

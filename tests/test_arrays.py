@@ -1,0 +1,126 @@
+"""The decoded-array form: written from any dataset, read with TensorFlow never imported."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, rgb_folder, write_image_folder
+from flax_cifar import arrays, input_pipeline, metric_writers
+from flax_cifar.errors import InputError
+
+
+@pytest.fixture(scope='module')
+def folder(tmp_path_factory):
+    return rgb_folder(tmp_path_factory.mktemp('data'), train_per_class=40)
+
+
+@pytest.fixture(scope='module')
+def written(folder, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp('arrays') / 'rgb')
+    arrays.write(folder, out)
+    return out
+
+
+def test_arrays_hold_exactly_what_the_folder_reads(folder, written):
+    for split in ('train', 'test'):
+        original = input_pipeline.load_split(folder, split)
+        copy = input_pipeline.load_split(f'arrays:{written}', split)
+        np.testing.assert_array_equal(copy.images, original.images)
+        np.testing.assert_array_equal(copy.labels, original.labels)
+        assert copy.labels.dtype == np.int32 and copy.images.dtype == np.uint8
+    assert input_pipeline.class_names(f'arrays:{written}') == ['b', 'g', 'r']
+    assert input_pipeline.num_examples(f'arrays:{written}', 'train') == 120
+    rows = input_pipeline.load_split(f'arrays:{written}', 'train', rows=(30, 50))
+    np.testing.assert_array_equal(rows.images,
+                                  input_pipeline.load_split(folder, 'train').images[30:50])
+
+
+def test_existing_output_is_refused_and_left_as_it_was(folder, written):
+    before = sorted(os.listdir(written))
+    with pytest.raises(InputError, match=f'--out {written} exists'):
+        arrays.write(folder, written)
+    assert sorted(os.listdir(written)) == before
+
+
+def test_a_failed_write_leaves_nothing_behind(tmp_path):
+    root = write_image_folder(tmp_path / 'data', splits=('train',))
+    with pytest.raises(InputError, match="no 'test' split"):
+        arrays.write(f'folder:{root}', str(tmp_path / 'out'))
+    assert sorted(os.listdir(tmp_path)) == ['data']
+
+
+def test_damaged_arrays_are_named(written, tmp_path):
+    copy = tmp_path / 'copy'
+    os.makedirs(copy)
+    for name in os.listdir(written):
+        with open(os.path.join(written, name), 'rb') as src, open(copy / name, 'wb') as dst:
+            dst.write(src.read())
+    np.save(copy / 'test_labels.npy', np.zeros(3, np.int32))
+    with pytest.raises(InputError, match=r'test_labels.npy: int32 \(3,\), expected int32 \(30,\)'):
+        input_pipeline.load_split(f'arrays:{copy}', 'test')
+    with pytest.raises(InputError, match="has no 'validation' split; it has \\['test', 'train'\\]"):
+        input_pipeline.load_split(f'arrays:{copy}', 'validation')
+    (copy / 'info.json').write_text('{"format": "flax_cifar arrays 1", ')
+    with pytest.raises(InputError, match='info.json: not readable'):
+        input_pipeline.num_examples(f'arrays:{copy}', 'test')
+    with pytest.raises(InputError, match=f'arrays:{tmp_path}: no info.json there'):
+        input_pipeline.num_examples(f'arrays:{tmp_path}', 'test')
+
+
+# Runs main.py as if TensorFlow were not installed: importing it fails, as it would.
+WITHOUT_TF = f'''
+import runpy, sys
+sys.modules['tensorflow'] = sys.modules['tensorflow_datasets'] = None
+sys.argv = ['main.py', *sys.argv[1:]]
+try:
+    runpy.run_path({os.path.join(REPO, 'main.py')!r}, run_name='__main__')
+finally:
+    loaded = sorted(m for m, v in sys.modules.items() if v is not None and m.split('.')[0] == 'tensorflow')
+    print('tensorflow modules:', loaded)
+'''
+
+
+def without_tf(*args):
+    result = subprocess.run([sys.executable, '-c', WITHOUT_TF, *args], capture_output=True,
+                            text=True, cwd=REPO, timeout=600)
+    assert 'tensorflow modules: []' in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
+    return result
+
+
+@pytest.mark.slow
+def test_train_evaluate_predict_from_arrays_without_tensorflow(folder, written, tmp_path):
+    common = ['--config', os.path.join(REPO, 'configs/smoke.py'), '--config.num_epochs=1']
+    arrays_run, folder_run = str(tmp_path / 'arrays_run'), str(tmp_path / 'folder_run')
+    trained = without_tf(*common, f'--config.dataset=arrays:{written}', '--workdir', arrays_run)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    # The same rows in the same order: the run equals one from the folder itself.
+    subprocess.run([sys.executable, 'main.py', *common, f'--config.dataset={folder}',
+                    '--workdir', folder_run], check=True, capture_output=True, cwd=REPO)
+    [from_arrays] = metric_writers.read_records(os.path.join(arrays_run, 'metrics.jsonl'))
+    [from_folder] = metric_writers.read_records(os.path.join(folder_run, 'metrics.jsonl'))
+    for key in ('train_loss', 'test_loss', 'test_accuracy'):
+        assert from_arrays[key] == from_folder[key], key
+    assert os.listdir(os.path.join(arrays_run, 'tensorboard'))  # events, without TensorFlow
+
+    evaluated = without_tf('--mode=evaluate', '--workdir', arrays_run)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert f"Accuracy: {round(from_arrays['test_accuracy'] * 30)}/30" in evaluated.stdout
+
+    image = os.path.join(folder.removeprefix('folder:'), 'test', 'r', '0.png')
+    predicted = without_tf('--mode=predict', '--workdir', arrays_run, image)
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    path, name, probability = predicted.stdout.splitlines()[0].split('\t')
+    assert path == image and name in ('b', 'g', 'r') and 0 < float(probability) <= 1
+
+
+def test_a_tfds_dataset_without_tensorflow_says_what_to_install(tmp_path):
+    result = without_tf('--config', os.path.join(REPO, 'configs/smoke.py'),
+                        '--config.dataset=cifar10', '--workdir', str(tmp_path / 'w'))
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith('error: reading a TFDS or folder dataset needs tensorflow')
+    assert "pip install -e '.[tfds]'" in line and 'arrays:PATH' in line
+    assert not os.path.exists(tmp_path / 'w')
