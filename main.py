@@ -43,10 +43,10 @@ def main(argv):
         raise app.UsageError('--config is needed to train, e.g. --config configs/default.py')
     if FLAGS.mode == 'predict' and len(argv) < 2:
         raise app.UsageError('--mode=predict takes image files as arguments')
-    from flax_cifar import distributed, evaluation, train
+    from flax_cifar import distributed, evaluation, train, xla_options
     from flax_cifar.errors import InputError
 
-    train.use_compilation_cache()
+    xla_options.use_compilation_cache()
     if FLAGS.mode == 'train':
         distributed.maybe_initialize(FLAGS.config)  # before JAX touches any device
     workdir = workdir_for(FLAGS['config'])

@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from flax_cifar import models, train  # noqa: E402
+from flax_cifar import models, train_state  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training configuration.', lock_config=True)
@@ -78,7 +78,7 @@ def time_layer(layer: nn.Module, x: jax.Array) -> tuple[float, float]:
 def main(argv):
     del argv
     config = FLAGS.config
-    model = train.create_model(config)
+    model = train_state.create_model(config)
     x = jax.random.normal(jax.random.key(0), (config.batch_size, 32, 32, 3), jnp.float32)
     rows = []
     for path, layer, layer_input in leaf_calls(model, x):

@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from flax_cifar import optim, train, xla_options  # noqa: E402
+from flax_cifar import optim, train, train_state, xla_options  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training configuration.', lock_config=True)
@@ -37,8 +37,8 @@ def milliseconds(fn, *args) -> float:
 
 def random_setup(config):
     """(model, its fresh train state, a random batch of config.batch_size images)."""
-    model = train.create_model(config)
-    state = train.create_train_state(jax.random.key(0), model, optim.create_optimizer(
+    model = train_state.create_model(config)
+    state = train_state.create_train_state(jax.random.key(0), model, optim.create_optimizer(
         config, optim.create_learning_rate_fn(config, 1000)))
     rng = np.random.default_rng(0)
     batch = {'image': jnp.asarray(rng.normal(size=(config.batch_size, 32, 32, 3)), jnp.float32),
@@ -58,7 +58,7 @@ def main(argv):
                            mutable=['batch_stats'])[0]
 
     def loss(params, images):
-        return train.cross_entropy(forward_train(params, images), batch['label']).mean()
+        return optim.cross_entropy(forward_train(params, images), batch['label']).mean()
 
     jit = functools.partial(jax.jit, compiler_options=xla_options.training_options(config))
     pieces = {

@@ -36,7 +36,7 @@ import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from flax_cifar import data_parallel, models, train  # noqa: E402
+from flax_cifar import data_parallel, host_data, models, train, xla_options  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training configuration.', lock_config=True)
@@ -82,7 +82,7 @@ def measure(config) -> dict:
         run, state, _, _ = train.setup_run(config, workdir)
         images, labels = run.train
         order = data_parallel.by_host(run.mesh, data_parallel.host_block(
-            train.epoch_order(config.seed, 0, run.num_train_examples, run.shards)))
+            host_data.epoch_order(config.seed, 0, run.num_train_examples, run.shards)))
 
         start = time.perf_counter()
         compiled = run.train_fn.lower(state, images, labels, order, 0).compile()
@@ -137,7 +137,7 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     if FLAGS.compilation_cache:
-        train.use_compilation_cache()
+        xla_options.use_compilation_cache()
     result = measure(FLAGS.config)
     if FLAGS.json:
         print(json.dumps(result))

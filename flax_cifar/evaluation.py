@@ -1,7 +1,5 @@
-"""Evaluation and prediction from a workdir's checkpoints, without training.
-
-The checkpoint carries its own config and class names, so a workdir is all it needs.
-"""
+"""Evaluation: test-time views, the evaluation step and loop, and evaluation and prediction
+from a workdir's checkpoints (which carry their own config and class names)."""
 import functools
 import os
 
@@ -16,8 +14,98 @@ from etils import epath
 matplotlib.use('Agg')  # files only; no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 
-from flax_cifar import checkpointing, input_pipeline, optim, train, validation  # noqa: E402
+from jax.sharding import Mesh  # noqa: E402
+
+from flax_cifar import (checkpointing, data_parallel, input_pipeline, optim,  # noqa: E402
+                        train_state, validation)
 from flax_cifar.errors import InputError  # noqa: E402
+from flax_cifar.host_data import HostSplit  # noqa: E402
+from flax_cifar.train_state import TrainState, inference_variables  # noqa: E402
+
+
+def test_time_views(config: ml_collections.ConfigDict) -> tuple[bool, int]:
+    """(flip, translate) of predict_logits, as the config asks for them."""
+    return bool(config.get('eval_flip', False)), int(config.get('eval_translate', 0))
+
+
+def view_images(images: jax.Array, shift: int, mirrored: bool) -> jax.Array:
+    """One test-time view: images shifted `shift` pixels down-right (up-left if negative;
+    borders reflected), then mirrored left to right if `mirrored`."""
+    if shift:
+        t = abs(shift)
+        height, width = images.shape[1:3]
+        padded = jnp.pad(images, ((0, 0), (t, t), (t, t), (0, 0)), mode='reflect')
+        images = padded[:, :height, :width] if shift > 0 else padded[:, 2 * t:, 2 * t:]
+    return images[:, :, ::-1] if mirrored else images
+
+
+def average_views(logits_of, flip: bool, translate: int):
+    """The test-time average of `logits_of(shift, mirrored)`, each view's logits: with flip,
+    each image and its mirror image count alike; with translate=t, half of the weight goes
+    to the views shifted t pixels down-right and up-left (airbench's multi-crop)."""
+    def over_flips(shift):
+        logits = logits_of(shift, False)
+        return (logits + logits_of(shift, True)) / 2 if flip else logits
+
+    logits = over_flips(0)
+    if translate:
+        logits = logits / 2 + (over_flips(translate) + over_flips(-translate)) / 4
+    return logits
+
+
+def predict_logits(state: TrainState, images: jax.Array, flip: bool = False,
+                   ema: bool = True, translate: int = 0) -> jax.Array:
+    """Logits of normalized images, averaged over the test-time views (average_views)."""
+    variables = inference_variables(state, ema)
+    return average_views(
+        lambda shift, mirrored: state.apply_fn(
+            variables, view_images(images, shift, mirrored), train=False),
+        flip, translate)
+
+
+def eval_step(state: TrainState, batch: dict, flip: bool = False, ema: bool = True,
+              translate: int = 0):
+    """Summed loss and correct count over the examples whose `mask` is true."""
+    logits = predict_logits(state, batch['image'], flip, ema, translate)
+    mask = batch['mask']
+    loss = optim.cross_entropy(logits, batch['label'])
+    return {'loss_sum': jnp.sum(jnp.where(mask, loss, 0.0)),
+            'correct': jnp.sum((jnp.argmax(logits, -1) == batch['label']) & mask),
+            'count': jnp.sum(mask)}
+
+
+def make_evaluate(mesh: Mesh, batch_size: int, flip: bool = False, ema: bool = True,
+                  translate: int = 0):
+    """evaluate(state, split) -> mean loss and accuracy; the batch step compiles once.
+
+    flip, translate: test-time views (predict_logits); ema: the weights' moving average
+    where the state keeps one.
+    """
+    hosts = mesh.shape[data_parallel.HOSTS]
+    per_host = -(-batch_size // hosts)
+
+    @jax.jit
+    def eval_fn(state, split: HostSplit, index):
+        rows_per_host = split.labels.shape[0] // hosts
+        positions = index * per_host + jnp.arange(per_host)
+        # The last partial batch repeats the final row instead of padding the split; the mask
+        # keeps the repeats out of the sums.
+        ids = jnp.broadcast_to(jnp.minimum(positions, rows_per_host - 1), (hosts, per_host))
+        images, labels, valid = data_parallel.take_rows(
+            mesh, (split.images, split.labels, split.valid), ids)
+        batch = {'image': input_pipeline.normalize(images), 'label': labels,
+                 'mask': valid & jnp.tile(positions < rows_per_host, hosts)}
+        return eval_step(state, data_parallel.split_over_devices(mesh, batch), flip, ema,
+                         translate)
+
+    def evaluate(state: TrainState, split: HostSplit) -> dict:
+        num_batches = -(-split.labels.shape[0] // hosts // per_host)
+        sums = [eval_fn(state, split, i) for i in range(num_batches)]
+        totals = jax.tree.map(lambda *x: float(np.sum(x)), *jax.device_get(sums))
+        return {'loss': totals['loss_sum'] / totals['count'], 'correct': int(totals['correct']),
+                'count': int(totals['count']), 'accuracy': totals['correct'] / totals['count']}
+
+    return evaluate
 
 
 def restore_for_inference(workdir: str, which: str = 'best'):
@@ -31,10 +119,10 @@ def restore_for_inference(workdir: str, which: str = 'best'):
     meta = checkpoints.read_meta(step)
     config = ml_collections.ConfigDict(meta['config'])
     class_names = meta['class_names']
-    model = train.create_model(config, len(class_names))
-    state = train.create_train_state(
+    model = train_state.create_model(config, len(class_names))
+    state = train_state.create_train_state(
         jax.random.key(0), model,
-        train.create_optimizer(config, model, optim.create_learning_rate_fn(config, 1)),
+        train_state.create_optimizer(config, model, optim.create_learning_rate_fn(config, 1)),
         ema=validation.uses_ema(config))
     state, _ = checkpoints.restore(step, state, meta['architecture'])
     checkpoints.close()
@@ -43,7 +131,7 @@ def restore_for_inference(workdir: str, which: str = 'best'):
 
 @functools.partial(jax.jit, static_argnames=('shift', 'mirrored', 'ema'))
 def _view_logits(state, images, shift, mirrored, ema):
-    return state.apply_fn(train.inference_variables(state, ema), train.view_images(
+    return state.apply_fn(inference_variables(state, ema), view_images(
         input_pipeline.normalize(images), shift, mirrored), train=False)
 
 
@@ -67,8 +155,8 @@ class ViewLogits:
         return self.logits[shift, mirrored]
 
     def log_probabilities(self, flip: bool = False, translate: int = 0) -> np.ndarray:
-        """Log class probabilities averaged over views as train.predict_logits does."""
-        logits = train.average_views(self.logits_of, flip, translate)
+        """Log class probabilities averaged over views as predict_logits does."""
+        logits = average_views(self.logits_of, flip, translate)
         return np.asarray(jax.nn.log_softmax(jnp.asarray(logits)))
 
 
@@ -76,7 +164,7 @@ def predict_log_probabilities(state, images: np.ndarray, batch_size: int = 1000,
                               flip: bool = False, ema: bool = True,
                               translate: int = 0) -> np.ndarray:
     """Log class probabilities for uint8 NHWC images (flip, translate: test-time views, as
-    in train.predict_logits; ema: the moving average of the weights, where the state keeps
+    in predict_logits; ema: the moving average of the weights, where the state keeps
     one)."""
     return ViewLogits(state, images, batch_size, ema).log_probabilities(flip, translate)
 
@@ -132,7 +220,7 @@ def evaluate_checkpoint(workdir: str, which: str = 'best', dataset: str | None =
                                      config.get('data_cache_dir'))
     # The configured views give the loss, the accuracy and the confusion matrix; the others'
     # accuracies are reported beside it, as their effect on this checkpoint.
-    views = train.test_time_views(config)
+    views = test_time_views(config)
     flip, translate = views
     test_logits = ViewLogits(state, test.images, config.eval_batch_size)
     log_probabilities = test_logits.log_probabilities(flip, translate)
@@ -151,7 +239,7 @@ def evaluate_checkpoint(workdir: str, which: str = 'best', dataset: str | None =
           f'config.eval_translate); ' + ', '.join(
               f'{name}: {100 * accuracy:.2f}%' for name, accuracy in view_accuracies.items()))
     raw_accuracy = None
-    if train.ema_of(state) is not None:
+    if train_state.ema_of(state) is not None:
         raw = ViewLogits(state, test.images, config.eval_batch_size,
                          ema=False).log_probabilities(flip, translate)
         raw_accuracy = float(np.mean(raw.argmax(-1) == test.labels))
@@ -184,7 +272,7 @@ def predict_files(workdir: str, paths: list[str], which: str = 'best') -> list[t
     """(path, class name, probability) per image file, from the workdir's checkpoint."""
     state, config, class_names, _ = restore_for_inference(workdir, which)
     images = np.stack([load_image(p) for p in paths])
-    flip, translate = train.test_time_views(config)
+    flip, translate = test_time_views(config)
     probabilities = np.exp(predict_log_probabilities(state, images, flip=flip,
                                                      translate=translate))
     return [(path, class_names[int(p.argmax())], float(p.max()))

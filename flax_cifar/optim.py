@@ -1,4 +1,5 @@
-"""The optimizer: SGD with momentum, decoupled-from-BN weight decay, a learning-rate schedule."""
+"""The objective and the optimizer: smoothed cross-entropy, SGD with momentum,
+decoupled-from-BN weight decay, a learning-rate schedule."""
 from collections.abc import Collection
 
 import jax
@@ -84,3 +85,8 @@ def create_optimizer(config: ml_collections.ConfigDict, learning_rate_fn: optax.
     label = lambda params: traverse_util.path_aware_map(
         lambda path, _: 'frozen' if path[0] in frozen else 'trained', params)
     return optax.multi_transform({'trained': sgd, 'frozen': optax.set_to_zero()}, label)
+
+
+def cross_entropy(logits, labels, label_smoothing: float = 0.0):
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+    return optax.softmax_cross_entropy(logits, targets)

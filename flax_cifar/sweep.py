@@ -143,8 +143,8 @@ def parameter_count(config: ml_collections.ConfigDict) -> int:
     import jax
     import jax.numpy as jnp
 
-    from flax_cifar import models, train
-    model = train.create_model(config)
+    from flax_cifar import models, train_state
+    model = train_state.create_model(config)
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
     return models.param_count(shapes['params'])
 

@@ -7,7 +7,7 @@ import os
 import jax
 import ml_collections
 
-from flax_cifar import input_pipeline, models, optim, xla_options
+from flax_cifar import augment, input_pipeline, models, optim, xla_options
 from flax_cifar.errors import InputError
 
 # Fields that define the network's parameters: a checkpoint only fits a config that agrees.
@@ -74,11 +74,11 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
              f'{input_pipeline.IMAGE_SHAPE[0] // 2 - 1} pixels')
     _require(isinstance(config.get('stem_whitening', False), bool),
              f'config.stem_whitening={config.get("stem_whitening")!r} must be True or False')
-    per_call = config.get('steps_per_dispatch', 1)
-    _require(isinstance(per_call, int) and per_call >= 1
-             and config.log_every_steps % per_call == 0,
-             f'config.steps_per_dispatch={per_call!r} must be a positive integer that divides '
-             f'config.log_every_steps={config.log_every_steps} (progress is read between calls)')
+    steps_per_dispatch = config.get('steps_per_dispatch', 1)
+    _require(isinstance(steps_per_dispatch, int) and steps_per_dispatch >= 1
+             and config.log_every_steps % steps_per_dispatch == 0,
+             f'config.steps_per_dispatch={steps_per_dispatch!r} must be a positive integer that '
+             f'divides config.log_every_steps={config.log_every_steps} (progress is read between calls)')
     ema_decay = config.get('ema_decay', 0.0)
     _require(0.0 <= ema_decay < 1.0, f'config.ema_decay={ema_decay} must be in [0, 1)')
     lookahead = config.get('lookahead') or {}
@@ -93,8 +93,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
         _require(lookahead.start_epoch >= 0,
                  f'config.lookahead.start_epoch={lookahead.start_epoch} must be >= 0')
     pad_mode = config.get('crop_pad_mode', 'constant')
-    _require(pad_mode in input_pipeline.PAD_MODES,
-             f'config.crop_pad_mode={pad_mode!r} must be one of {input_pipeline.PAD_MODES}')
+    _require(pad_mode in augment.PAD_MODES,
+             f'config.crop_pad_mode={pad_mode!r} must be one of {augment.PAD_MODES}')
     _require(pad_mode == 'constant' or config.crop_padding < input_pipeline.IMAGE_SHAPE[0],
              f'config.crop_padding={config.crop_padding} must be below the image size to '
              f'reflect the borders')

@@ -1,5 +1,9 @@
-"""XLA compiler options a config asks for, per backend."""
+"""XLA compiler options a config asks for, per backend, and the compilation cache."""
+import os
+
 import jax
+
+from flax_cifar import input_pipeline
 
 # On CPU, XLA hands individual dots, individual convolutions and reductions to YNNPACK by
 # default (jax 0.10 to 0.12). This list is that default without the convolutions, which XLA's
@@ -26,3 +30,12 @@ def rejected(options: dict) -> str | None:
     except Exception as error:  # XLA's error type moved between jax versions
         return str(error).splitlines()[0]
     return None
+
+
+def use_compilation_cache():
+    """Keeps XLA's programs on disk ($JAX_COMPILATION_CACHE_DIR, else <cache dir>/jax), so a
+    restart skips compiling: on one CPU core that is ~30 s of the start, half of it the
+    random initializers (the threefry hash compiles slowly on CPU)."""
+    if not jax.config.jax_compilation_cache_dir:
+        jax.config.update('jax_compilation_cache_dir',
+                          os.path.join(input_pipeline.default_cache_dir(), 'jax'))

@@ -1,5 +1,4 @@
 """The decoded-array form: written from any dataset, read with TensorFlow never imported."""
-import json
 import os
 import subprocess
 import sys

@@ -60,7 +60,7 @@ def test_view_logits_compute_each_view_once_and_average_as_training_does(trained
     images = np.random.default_rng(0).integers(0, 256, (7, 32, 32, 3), dtype=np.uint8)
     views = evaluation.ViewLogits(state, images, batch_size=4)  # a partial last batch
     for flip, translate in [(False, 0), (True, 0), (True, 1), (False, 2)]:
-        expected = jax.nn.log_softmax(train.predict_logits(
+        expected = jax.nn.log_softmax(evaluation.predict_logits(
             state, input_pipeline.normalize(jnp.asarray(images)), flip, translate=translate))
         np.testing.assert_allclose(views.log_probabilities(flip, translate), expected,
                                    rtol=1e-5, atol=1e-5)

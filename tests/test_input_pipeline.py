@@ -7,7 +7,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from conftest import write_image_folder
-from flax_cifar import input_pipeline, tfds_source
+from flax_cifar import augment, input_pipeline, tfds_source
 from flax_cifar.errors import InputError
 
 
@@ -88,7 +88,7 @@ def test_unreachable_catalog_dataset_says_what_to_do(tmp_path, monkeypatch):
 
 def test_random_crop_flip_is_a_shifted_window_of_the_padded_image():
     images = jnp.arange(2 * 32 * 32 * 3, dtype=jnp.int32).reshape(2, 32, 32, 3)
-    out = input_pipeline.random_crop_flip(jax.random.key(0), images, padding=4)
+    out = augment.random_crop_flip(jax.random.key(0), images, padding=4)
     assert out.shape == images.shape
     padded = np.pad(np.asarray(images), ((0, 0), (4, 4), (4, 4), (0, 0)))
     for n in range(2):
@@ -99,15 +99,15 @@ def test_random_crop_flip_is_a_shifted_window_of_the_padded_image():
 
 def test_augmentation_varies_with_the_key_and_repeats_with_it():
     images = jax.random.randint(jax.random.key(0), (8, 32, 32, 3), 0, 255).astype(jnp.uint8)
-    a = input_pipeline.random_crop_flip(jax.random.key(1), images)
-    b = input_pipeline.random_crop_flip(jax.random.key(1), images)
-    c = input_pipeline.random_crop_flip(jax.random.key(2), images)
+    a = augment.random_crop_flip(jax.random.key(1), images)
+    b = augment.random_crop_flip(jax.random.key(1), images)
+    c = augment.random_crop_flip(jax.random.key(2), images)
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
 def test_cutout_zeroes_one_square_per_image_clipped_at_the_borders():
     images = jnp.ones((64, 32, 32, 3))
-    out = np.asarray(input_pipeline.random_cutout(jax.random.key(0), images, size=8))
+    out = np.asarray(augment.random_cutout(jax.random.key(0), images, size=8))
     zero = out == 0
     assert np.array_equal(zero, np.repeat(zero[..., :1], 3, -1))  # all channels of a pixel
     rows, cols = zero[..., 0].any(2), zero[..., 0].any(1)
@@ -121,7 +121,7 @@ def test_cutout_zeroes_one_square_per_image_clipped_at_the_borders():
         assert (out[n][~zero[n]] == 1).all()
     assert (zero.sum((1, 2, 3)) < 8 * 8 * 3).any()  # some squares are clipped by a border
     assert len({tuple(np.flatnonzero(r)) for r in rows}) > 10  # and they move around
-    again = input_pipeline.random_cutout(jax.random.key(0), images, size=8)
+    again = augment.random_cutout(jax.random.key(0), images, size=8)
     assert np.array_equal(out, again)
 
 

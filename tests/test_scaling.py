@@ -12,7 +12,7 @@ import pytest
 
 from configs import smoke
 from conftest import REPO, rgb_folder
-from flax_cifar import evaluation, train
+from flax_cifar import evaluation, optim, train, train_state
 
 
 
@@ -135,9 +135,9 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_saved_step(folder, tw
 def test_half_precision_computes_in_bfloat16_and_keeps_float32_parameters():
     config = smoke.get_config()
     config.half_precision = True
-    model = train.create_model(config)
-    tx = train.optim.create_optimizer(config, train.optim.create_learning_rate_fn(config, 10))
-    state = train.create_train_state(jax.random.key(0), model, tx)
+    model = train_state.create_model(config)
+    tx = optim.create_optimizer(config, optim.create_learning_rate_fn(config, 10))
+    state = train_state.create_train_state(jax.random.key(0), model, tx)
     rng = np.random.default_rng(0)
     batch = {'image': jnp.asarray(rng.normal(size=(8, 32, 32, 3)), jnp.float32),
              'label': jnp.asarray(rng.integers(0, 10, 8), jnp.int32)}

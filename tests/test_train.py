@@ -13,7 +13,8 @@ import pytest
 
 from configs import airnet, seed, smoke
 from conftest import rgb_folder
-from flax_cifar import data_parallel, input_pipeline, optim, train, xla_options
+from flax_cifar import (augment, averaging, data_parallel, evaluation, host_data, input_pipeline,
+                        optim, train, train_state, xla_options)
 
 
 def tiny_config(**overrides):
@@ -23,9 +24,9 @@ def tiny_config(**overrides):
 
 
 def make_state(config, ema=False):
-    model = train.create_model(config)
+    model = train_state.create_model(config)
     tx = optim.create_optimizer(config, optim.create_learning_rate_fn(config, 10))
-    return train.create_train_state(jax.random.key(0), model, tx, ema=ema)
+    return train_state.create_train_state(jax.random.key(0), model, tx, ema=ema)
 
 
 def random_batch(n=8, seed=0):
@@ -69,15 +70,15 @@ def test_weight_average_follows_the_weights_and_is_what_gets_evaluated():
     assert jax.tree.all(jax.tree.map(np.array_equal, plain.params, after.params))
     decay = 2 / 11  # held below (1 + step) / (10 + step) at step 1
     expected = jax.tree.map(lambda old, new: decay * old + (1 - decay) * new,
-                            train.raw_variables(before), train.raw_variables(after))
+                            train_state.raw_variables(before), train_state.raw_variables(after))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
                  after.ema, expected)
-    assert float(train.ema_decay_at(jnp.asarray(10_000), 0.9)) == pytest.approx(0.9)
+    assert float(averaging.ema_decay_at(jnp.asarray(10_000), 0.9)) == pytest.approx(0.9)
     images = random_batch()['image']
-    np.testing.assert_array_equal(train.predict_logits(after, images, ema=False),
-                                  train.predict_logits(plain, images))
-    assert not np.allclose(train.predict_logits(after, images),
-                           train.predict_logits(after, images, ema=False))
+    np.testing.assert_array_equal(evaluation.predict_logits(after, images, ema=False),
+                                  evaluation.predict_logits(plain, images))
+    assert not np.allclose(evaluation.predict_logits(after, images),
+                           evaluation.predict_logits(after, images, ema=False))
 
 
 def test_eval_step_masks_padding():
@@ -87,9 +88,9 @@ def test_eval_step_masks_padding():
         np.arange(10, dtype=np.int32) % 10)
     mesh = data_parallel.create_mesh()
     # Padded to 12 rows: the two padding rows must not count either.
-    test = train.host_split(mesh, split, rows_per_host=12)
-    whole = train.make_evaluate(mesh, batch_size=12)(state, test)
-    ragged = train.make_evaluate(mesh, batch_size=5)(state, test)
+    test = host_data.host_split(mesh, split, rows_per_host=12)
+    whole = evaluation.make_evaluate(mesh, batch_size=12)(state, test)
+    ragged = evaluation.make_evaluate(mesh, batch_size=5)(state, test)
     assert whole['count'] == ragged['count'] == 10
     assert whole['correct'] == ragged['correct']
     assert whole['loss'] == pytest.approx(ragged['loss'], rel=1e-5)
@@ -136,26 +137,26 @@ def lookahead_state(step):
 
 
 def test_lookahead_slow_copy_follows_before_the_start_then_pulls_the_weights_back():
-    plan = train.Lookahead(every=5, decay=0.9, power=1.0, start_step=10, steps_per_epoch=12,
+    plan = averaging.Lookahead(every=5, decay=0.9, power=1.0, start_step=10, steps_per_epoch=12,
                            total_steps=100)
     shift = lambda tree, d: jax.tree.map(lambda x: x + d, tree)
     state = lookahead_state(7)
     state = state.replace(params=shift(state.params, 1.0))
-    early = train.lookahead_sync(state, plan)  # before start_step: the copy is the weights
+    early = averaging.lookahead_sync(state, plan)  # before start_step: the copy is the weights
     assert same_tree(early.ema['params'], state.params)
     assert same_tree(early.params, state.params)
     moved = state.replace(step=jnp.asarray(20), ema={**state.ema, 'params': shift(
         state.params, -1.0)})
-    synced = train.lookahead_sync(moved, plan)  # a sync step: rho = 0.9**5 * 20/100
+    synced = averaging.lookahead_sync(moved, plan)  # a sync step: rho = 0.9**5 * 20/100
     rho = 0.9 ** 5 * 0.2
     expected = shift(moved.params, -rho)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                  synced.ema['params'], expected)
     assert same_tree(synced.params, synced.ema['params'])
-    between = train.lookahead_sync(moved.replace(step=jnp.asarray(21)), plan)
+    between = averaging.lookahead_sync(moved.replace(step=jnp.asarray(21)), plan)
     assert same_tree(between.params, moved.params)  # neither a sync nor an epoch's end
     assert same_tree(between.ema, moved.ema)
-    epoch_end = train.lookahead_sync(moved.replace(step=jnp.asarray(24)), plan)
+    epoch_end = averaging.lookahead_sync(moved.replace(step=jnp.asarray(24)), plan)
     assert same_tree(epoch_end.params, moved.ema['params'])  # rho = 1: back to the copy
 
 
@@ -181,9 +182,9 @@ def test_alternating_flip_mirrors_every_image_in_odd_epochs(monkeypatch):
 def test_mirror_half_is_a_function_of_the_row_whatever_the_hosts():
     images = np.random.default_rng(0).integers(0, 255, (100, 4, 4, 3)).astype(np.uint8)
     rng = jax.random.key(3)
-    whole = input_pipeline.mirror_half(rng, images, 0, 100)
-    halves = np.concatenate([input_pipeline.mirror_half(rng, images[:50], 0, 100),
-                             input_pipeline.mirror_half(rng, images[50:], 50, 100)])
+    whole = augment.mirror_half(rng, images, 0, 100)
+    halves = np.concatenate([augment.mirror_half(rng, images[:50], 0, 100),
+                             augment.mirror_half(rng, images[50:], 50, 100)])
     np.testing.assert_array_equal(whole, halves)
     mirrored = [not np.array_equal(a, b) for a, b in zip(whole, images)]
     assert 30 < sum(mirrored) < 70
@@ -260,9 +261,9 @@ def test_resume_equals_the_uninterrupted_run(learnable_folder, tmp_path, options
         assert int(resumed.step) == int(whole.step) == 36
         same = jax.tree.map(np.array_equal,
                             (whole.params, whole.batch_stats, whole.opt_state,
-                             train.ema_of(whole)),
+                             train_state.ema_of(whole)),
                             (resumed.params, resumed.batch_stats, resumed.opt_state,
-                             train.ema_of(resumed)))
+                             train_state.ema_of(resumed)))
         assert all(jax.tree.leaves(same)), resume_step
         assert without_time(cut) == without_time(tmp_path / 'whole'), resume_step
 
@@ -301,24 +302,24 @@ def test_train_and_eval_steps_compile_once_for_a_whole_run(learnable_folder, tmp
 
 
 @pytest.mark.slow
-def test_many_steps_per_call_train_as_one_step_per_call_and_compile_once(learnable_folder,
-                                                                          tmp_path, caplog):
+def test_several_steps_per_dispatch_train_as_one_and_compile_once(learnable_folder, tmp_path,
+                                                                 caplog):
     # 12 steps an epoch, 2 epochs, checkpoints every 5 steps: calls of 4 steps where they fit.
     runs = {}
     jax.config.update('jax_log_compiles', True)
     try:
-        for per_call in (1, 4):
+        for steps_per_dispatch in (1, 4):
             caplog.clear()
             with caplog.at_level(logging.WARNING):
-                runs[per_call] = train.train_and_evaluate(
-                    tiny_config(dataset=learnable_folder, steps_per_dispatch=per_call,
+                runs[steps_per_dispatch] = train.train_and_evaluate(
+                    tiny_config(dataset=learnable_folder, steps_per_dispatch=steps_per_dispatch,
                                 log_every_steps=4, checkpoint_every_steps=5),
-                    str(tmp_path / str(per_call)))
+                    str(tmp_path / str(steps_per_dispatch)))
             compiled = [r.getMessage() for r in caplog.records
                         if r.getMessage().startswith('Compiling')]
     finally:
         jax.config.update('jax_log_compiles', False)
-    assert sum('train_steps' in m for m in compiled) == 1  # of the run with 4 per call
+    assert sum('multi_step_fn' in m for m in compiled) == 1  # of the run with 4 per dispatch
     assert sum('train_fn' in m for m in compiled) == 1
     assert int(runs[4].step) == int(runs[1].step) == 24
     # The bigger program fuses and sums in another order, and 24 steps carry the rounding on
@@ -327,22 +328,22 @@ def test_many_steps_per_call_train_as_one_step_per_call_and_compile_once(learnab
     scale = max(float(jnp.max(jnp.abs(p))) for p in jax.tree.leaves(runs[1].params))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-3 * scale),
                  runs[4].params, runs[1].params)
-    metrics = [read_metrics(tmp_path / str(per_call)) for per_call in (1, 4)]
-    for one, many in zip(*metrics):
-        assert many['train_loss'] == pytest.approx(one['train_loss'], rel=1e-4)
+    metrics = [read_metrics(tmp_path / str(steps)) for steps in (1, 4)]
+    for one, four in zip(*metrics):
+        assert four['train_loss'] == pytest.approx(one['train_loss'], rel=1e-4)
 
 
 def test_sharded_epoch_order_restricts_one_permutation_to_each_shard():
-    whole = train.epoch_order(seed=3, epoch=1, num_examples=103)
+    whole = host_data.epoch_order(seed=3, epoch=1, num_examples=103)
     np.testing.assert_array_equal(np.sort(whole[0]), np.arange(103))  # one shard: all rows
-    shards = train.epoch_order(seed=3, epoch=1, num_examples=103, shards=4)  # 25 each, 3 out
+    shards = host_data.epoch_order(seed=3, epoch=1, num_examples=103, shards=4)  # 25 each, 3 out
     assert shards.shape == (4, 25)
     for s, order in enumerate(shards):
         np.testing.assert_array_equal(np.sort(order), np.arange(25))
         # The shard's rows in the order the one-shard permutation visits them.
         in_shard = whole[0][(whole[0] >= 25 * s) & (whole[0] < 25 * (s + 1))] - 25 * s
         np.testing.assert_array_equal(order, in_shard)
-    assert not np.array_equal(shards, train.epoch_order(seed=3, epoch=2, num_examples=103,
+    assert not np.array_equal(shards, host_data.epoch_order(seed=3, epoch=2, num_examples=103,
                                                         shards=4))
 
 
@@ -350,10 +351,10 @@ def test_test_time_flip_averages_an_image_and_its_mirror():
     state = make_state(tiny_config())
     images = random_batch()['image']
     mirrored = images[:, :, ::-1]
-    with_flip = train.predict_logits(state, images, flip=True)
-    np.testing.assert_allclose(with_flip, train.predict_logits(state, mirrored, flip=True),
+    with_flip = evaluation.predict_logits(state, images, flip=True)
+    np.testing.assert_allclose(with_flip, evaluation.predict_logits(state, mirrored, flip=True),
                                rtol=1e-5, atol=1e-6)  # the mirror gives the same average
-    plain, of_mirror = (train.predict_logits(state, x) for x in (images, mirrored))
+    plain, of_mirror = (evaluation.predict_logits(state, x) for x in (images, mirrored))
     np.testing.assert_allclose(with_flip, (plain + of_mirror) / 2, rtol=1e-5, atol=1e-6)
     assert not np.allclose(plain, of_mirror)
 
@@ -363,8 +364,8 @@ def test_test_time_shifts_add_two_translated_views_at_half_the_weight():
     images = random_batch()['image']
     padded = jnp.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)), mode='reflect')
     views = [images, padded[:, :32, :32], padded[:, 4:, 4:]]
-    flipped = [train.predict_logits(state, x, flip=True) for x in views]
-    np.testing.assert_allclose(train.predict_logits(state, images, flip=True, translate=2),
+    flipped = [evaluation.predict_logits(state, x, flip=True) for x in views]
+    np.testing.assert_allclose(evaluation.predict_logits(state, images, flip=True, translate=2),
                                flipped[0] / 2 + (flipped[1] + flipped[2]) / 4,
                                rtol=1e-5, atol=1e-6)
     assert not np.allclose(flipped[1], flipped[0])
@@ -390,7 +391,7 @@ def test_cpu_convolutions_leave_ynnpack_and_train_the_same():
     rng = np.random.default_rng(0)
     images = data_parallel.by_host(mesh, rng.integers(0, 256, (16, 32, 32, 3), np.uint8))
     labels = data_parallel.by_host(mesh, rng.integers(0, 10, 16).astype(np.int32))
-    order = data_parallel.by_host(mesh, train.epoch_order(0, 0, 16))
+    order = data_parallel.by_host(mesh, host_data.epoch_order(0, 0, 16))
     updates, losses, roots = {}, {}, {}
     assert seed.get_config().cpu_ynnpack_convolutions is False
     for ynnpack in (True, False):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from flax_cifar import models, optim, train, whitening
+from flax_cifar import models, optim, train_state, whitening
 from flax_cifar.errors import InputError
 
 
@@ -50,13 +50,13 @@ def test_impossible_first_conv_widths_are_named(features):
 
 def test_frozen_kernel_neither_trains_nor_decays_while_the_rest_trains():
     config = smoke.get_config()
-    model = train.create_model(config)
-    tx = train.create_optimizer(smoke_with_whitening(), model,
+    model = train_state.create_model(config)
+    tx = train_state.create_optimizer(smoke_with_whitening(), model,
                                 optim.create_learning_rate_fn(config, 10))
-    state = train.create_train_state(jax.random.key(0), model, tx, ema=True)
+    state = train_state.create_train_state(jax.random.key(0), model, tx, ema=True)
     images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)), jnp.uint8)
     initial = state.params[model.first_conv]['kernel']
-    state = train.whiten_first_conv(state, model.first_conv, images)
+    state = train_state.whiten_first_conv(state, model.first_conv, images)
     kernel = state.params[model.first_conv]['kernel']
     assert kernel.shape == initial.shape and not np.allclose(kernel, initial)
     np.testing.assert_array_equal(state.ema['params'][model.first_conv]['kernel'], kernel)

@@ -1,6 +1,6 @@
-"""Training steps per call: N jitted single steps against one program of N steps.
+"""Steps per dispatch: N jitted single steps against one program of N steps.
 
-  python benchmarks/steps_per_call.py --config configs/seed.py --steps_per_call 8 [--scan]
+  python benchmarks/steps_per_dispatch.py --config configs/seed.py --steps_per_dispatch 8 [--scan]
 
 Both run `train.train_step` on the same random batches (batch config.batch_size), alternated
 --alternations times, each timing two calls of N steps after a warm-up; prints ms per step.
@@ -20,21 +20,21 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from flax_cifar import optim, train, xla_options  # noqa: E402
+from flax_cifar import optim, train, train_state, xla_options  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training configuration.', lock_config=True)
-flags.DEFINE_integer('steps_per_call', 8, 'Steps in the many-step program.')
+flags.DEFINE_integer('steps_per_dispatch', 8, 'Steps in the multi-step program.')
 flags.DEFINE_integer('alternations', 3, 'Times the two ways are timed, alternately.')
 flags.DEFINE_bool('scan', False, 'A lax.scan over the steps instead of unrolling them.')
 
 
 def main(argv):
     del argv
-    config, n = FLAGS.config, FLAGS.steps_per_call
-    model = train.create_model(config)
+    config, n = FLAGS.config, FLAGS.steps_per_dispatch
+    model = train_state.create_model(config)
     tx = optim.create_optimizer(config, optim.create_learning_rate_fn(config, 1000))
-    state = train.create_train_state(jax.random.key(0), model, tx)
+    state = train_state.create_train_state(jax.random.key(0), model, tx)
     rng = np.random.default_rng(0)
     images = jnp.asarray(rng.normal(size=(n, config.batch_size, 32, 32, 3)), jnp.float32)
     labels = jnp.asarray(rng.integers(0, 10, (n, config.batch_size)), jnp.int32)
@@ -47,7 +47,7 @@ def main(argv):
     one = jax.jit(step, donate_argnums=0, compiler_options=options)
 
     @functools.partial(jax.jit, compiler_options=options)
-    def many(state, images, labels):
+    def multi_step(state, images, labels):
         if FLAGS.scan:
             return jax.lax.scan(step, state, (images, labels))
         metrics = []
@@ -63,7 +63,7 @@ def main(argv):
 
     ways = {'one step per call': one_at_a_time,
             f'{n} steps per call' + (' (scan)' if FLAGS.scan else ''):
-                lambda state: many(state, images, labels)}
+                lambda state: multi_step(state, images, labels)}
     for _ in range(FLAGS.alternations):
         for name, run in ways.items():
             state, metrics = run(state)  # warm-up (compiles the first time)

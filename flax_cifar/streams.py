@@ -1,0 +1,10 @@
+"""A run's independent random streams, each folded with the step or epoch it serves, so that
+every random choice is a function of (config.seed, step): a resumed run retraces the
+uninterrupted one."""
+import jax
+
+INIT, EPOCH_ORDER, AUGMENT, DROPOUT, CUTOUT, FLIP = range(6)
+
+
+def key(seed: int, stream: int) -> jax.Array:
+    return jax.random.fold_in(jax.random.key(seed), stream)

@@ -1,0 +1,79 @@
+"""The train state (what a checkpoint holds) and how a config builds it."""
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax.training import train_state
+
+from flax_cifar import input_pipeline, models, optim, whitening
+
+
+class TrainState(train_state.TrainState):
+    batch_stats: Any
+
+
+class EmaTrainState(TrainState):
+    """With a moving average of {'params', 'batch_stats'}: the weights that get evaluated.
+
+    A class of its own, not an optional field, so that runs without the average save and
+    restore exactly the checkpoints they always did.
+    """
+    ema: Any
+
+
+def ema_of(state: TrainState):
+    return state.ema if isinstance(state, EmaTrainState) else None
+
+
+def raw_variables(state: TrainState) -> dict:
+    return {'params': state.params, 'batch_stats': state.batch_stats}
+
+
+def inference_variables(state: TrainState, ema: bool = True) -> dict:
+    """The moving average of the weights where the state has one (unless ema=False), else
+    the weights themselves."""
+    averaged = ema_of(state) if ema else None
+    return raw_variables(state) if averaged is None else averaged
+
+
+def create_model(config: ml_collections.ConfigDict, num_classes: int = 10):
+    dtype = jnp.bfloat16 if config.get('half_precision') else jnp.float32
+    return models.create_model(config.model, num_classes=num_classes, dtype=dtype,
+                               **config.model_args)
+
+
+def frozen_layers(config: ml_collections.ConfigDict, model) -> tuple[str, ...]:
+    """Layers whose parameters never train: the whitened first conv (config.stem_whitening)."""
+    return (model.first_conv,) if config.get('stem_whitening') else ()
+
+
+def create_optimizer(config: ml_collections.ConfigDict, model,
+                     learning_rate_fn: optax.Schedule) -> optax.GradientTransformation:
+    return optim.create_optimizer(config, learning_rate_fn, frozen_layers(config, model))
+
+
+def create_train_state(rng: jax.Array, model, tx: optax.GradientTransformation,
+                       image_shape=input_pipeline.IMAGE_SHAPE, ema: bool = False) -> TrainState:
+    # One jitted program: run op by op, the parameter and optimizer-state initializers
+    # compile dozens of tiny programs one at a time (same values, seconds more at start).
+    @jax.jit
+    def create(rng):
+        variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+        variables = {'params': variables['params'],
+                     'batch_stats': variables.get('batch_stats', {})}
+        if ema:
+            return EmaTrainState.create(apply_fn=model.apply, tx=tx, **variables, ema=variables)
+        return TrainState.create(apply_fn=model.apply, tx=tx, **variables)
+    return create(rng)
+
+
+def whiten_first_conv(state: TrainState, layer: str, train_images: jax.Array) -> TrainState:
+    """The state with `layer`'s kernel whitened (config.stem_whitening), its average too."""
+    kernel = whitening.kernel_like(state.params[layer]['kernel'], train_images)
+    state = state.replace(params=whitening.with_kernel(state.params, layer, kernel))
+    if ema_of(state) is not None:  # a buffer of its own: the step donates both
+        state = state.replace(ema={**state.ema, 'params': whitening.with_kernel(
+            state.ema['params'], layer, jnp.copy(kernel))})
+    return state
