@@ -18,6 +18,7 @@ import json
 import time
 
 import jax
+import ml_collections
 from etils import epath
 from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
@@ -118,7 +119,7 @@ class Checkpoints:
         return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
 
     def _check_architecture(self, step: int, meta: dict, architecture: dict):
-        difference = validation.architecture_mismatch(meta['architecture'], architecture)
+        difference = architecture_mismatch(meta['architecture'], architecture)
         if difference:
             raise CheckpointMismatchError(
                 f'checkpoint step {step} in {self.directory} belongs to another network '
@@ -169,3 +170,42 @@ class Checkpoints:
     def close(self):
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+# The config fields that fix the parameter shapes a checkpoint holds.
+ARCHITECTURE_FIELDS = ('model', 'model_args')
+
+
+def architecture(config: ml_collections.ConfigDict) -> dict:
+    """The part of `config` that fixes what a checkpoint holds, as plain JSON-able values:
+    the parameter shapes, and whether a moving average of them is kept or the first conv
+    frozen (entries only when so, so that checkpoints from before these existed still
+    match)."""
+    plain = config.to_dict()
+    fields = {name: plain[name] for name in ARCHITECTURE_FIELDS}
+    if validation.uses_ema(config):
+        fields['ema_decay'] = 'on'
+    if config.get('stem_whitening'):  # a frozen kernel: the optimizer keeps no state for it
+        fields['stem_whitening'] = True
+    return _jsonable(fields)
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in sorted(value.items())}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def architecture_mismatch(saved: dict, current: dict) -> str | None:
+    """'config.model_args.x: a in the checkpoint, b here' for the first difference, or None."""
+    def walk(a, b, path):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                found = walk(a.get(key, '<absent>'), b.get(key, '<absent>'), f'{path}.{key}')
+                if found:
+                    return found
+            return None
+        return None if a == b else f'{path}: {a!r} in the checkpoint, {b!r} here'
+    return walk(saved, current, 'config')

@@ -302,7 +302,7 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str):
         streams.key(config.seed, streams.INIT), model,
         train_state.create_optimizer(config, model, learning_rate_fn),
         ema=validation.uses_ema(config))
-    meta = {'architecture': {**validation.architecture(config), 'num_classes': len(class_names)},
+    meta = {'architecture': {**checkpointing.architecture(config), 'num_classes': len(class_names)},
             'config': config.to_dict(), 'class_names': class_names}
     checkpoints = checkpointing.Checkpoints(workdir, config.max_checkpoints_to_keep)
     # Replicated over the mesh before restoring, so that each process restores its own

@@ -11,7 +11,6 @@ from flax_cifar import augment, input_pipeline, models, optim, xla_options
 from flax_cifar.errors import InputError
 
 # Fields that define the network's parameters: a checkpoint only fits a config that agrees.
-ARCHITECTURE_FIELDS = ('model', 'model_args')
 
 
 class ConfigError(InputError):
@@ -123,38 +122,3 @@ def uses_ema(config: ml_collections.ConfigDict) -> bool:
     (config.ema_decay > 0) or Lookahead's slow weights (config.lookahead.every > 0)."""
     lookahead = config.get('lookahead') or {}
     return config.get('ema_decay', 0.0) > 0 or lookahead.get('every', 0) > 0
-
-
-def architecture(config: ml_collections.ConfigDict) -> dict:
-    """The part of `config` that fixes what a checkpoint holds, as plain JSON-able values:
-    the parameter shapes, and whether a moving average of them is kept or the first conv
-    frozen (entries only when so, so that checkpoints from before these existed still
-    match)."""
-    plain = config.to_dict()
-    fields = {name: plain[name] for name in ARCHITECTURE_FIELDS}
-    if uses_ema(config):
-        fields['ema_decay'] = 'on'
-    if config.get('stem_whitening'):  # a frozen kernel: the optimizer keeps no state for it
-        fields['stem_whitening'] = True
-    return _jsonable(fields)
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in sorted(value.items())}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def architecture_mismatch(saved: dict, current: dict) -> str | None:
-    """'config.model_args.x: a in the checkpoint, b here' for the first difference, or None."""
-    def walk(a, b, path):
-        if isinstance(a, dict) and isinstance(b, dict):
-            for key in sorted(set(a) | set(b)):
-                found = walk(a.get(key, '<absent>'), b.get(key, '<absent>'), f'{path}.{key}')
-                if found:
-                    return found
-            return None
-        return None if a == b else f'{path}: {a!r} in the checkpoint, {b!r} here'
-    return walk(saved, current, 'config')
