@@ -67,6 +67,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.nesterov = True
     config.weight_decay = 5e-4         # L2 on conv and dense kernels (not BN, not biases)
     config.bn_bias_lr_scale = 1.0      # BatchNorm biases' learning rate over the others'
+    # > 0: Muon (optax.contrib) for dense and pointwise conv kernels at this peak learning
+    # rate, on the same schedule; SGD for the rest. 0: SGD for everything.
+    config.muon_learning_rate = 0.0
+    config.muon_momentum = 0.6         # Muon's Nesterov momentum (airbench's Muon variant)
     config.label_smoothing = 0.1       # 0 for plain cross-entropy
     # Evaluate a moving average of the weights and BatchNorm statistics, updated every step
     # with this decay (held below (1 + step) / (10 + step) early on); 0: the weights as they are.

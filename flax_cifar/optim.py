@@ -68,9 +68,31 @@ def scale_norm_biases(factor: float) -> optax.GradientTransformation:
     return optax.masked(optax.scale(factor), mask)
 
 
+def is_matrix_kernel(path: tuple, param) -> bool:
+    """A dense or pointwise conv kernel (HWIO with I > 1): what Muon orthogonalizes. Depthwise
+    kernels (I = 1), the classifier and the BatchNorm parameters keep SGD, as in airbench."""
+    return path[-1] == 'kernel' and param.ndim == 4 and param.shape[2] > 1
+
+
+def muon(config: ml_collections.ConfigDict,
+         learning_rate_fn: optax.Schedule) -> optax.GradientTransformation:
+    """optax's Muon on HWIO kernels (each output filter a row of an O x HWI matrix), at
+    config.muon_learning_rate scaled by the run's schedule, with the same weight decay."""
+    peak = config.learning_rate
+    return optax.chain(
+        optax.contrib.scale_by_muon(
+            beta=config.get('muon_momentum', 0.6), nesterov=True,
+            weight_dimension_numbers=lambda tree: jax.tree.map(
+                lambda _: optax.contrib.MuonDimensionNumbers((0, 1, 2), 3), tree)),
+        optax.add_decayed_weights(config.weight_decay),
+        optax.scale_by_learning_rate(
+            lambda step: config.muon_learning_rate * learning_rate_fn(step) / peak))
+
+
 def create_optimizer(config: ml_collections.ConfigDict, learning_rate_fn: optax.Schedule,
                      frozen: Collection[str] = ()) -> optax.GradientTransformation:
     """SGD with momentum; weight decay on conv and dense kernels only, not BN or biases.
+    With config.muon_learning_rate > 0, Muon for the dense and pointwise conv kernels.
 
     frozen: layers (top-level names) whose parameters never change: no update, no decay, no
     momentum.
@@ -80,11 +102,21 @@ def create_optimizer(config: ml_collections.ConfigDict, learning_rate_fn: optax.
         scale_norm_biases(config.get('bn_bias_lr_scale', 1.0)),
         optax.add_decayed_weights(config.weight_decay, mask=decay_mask),
         optax.sgd(learning_rate_fn, momentum=config.momentum, nesterov=config.nesterov))
-    if not frozen:
+    use_muon = config.get('muon_learning_rate', 0.0) > 0
+    if not frozen and not use_muon:
         return sgd
-    label = lambda params: traverse_util.path_aware_map(
-        lambda path, _: 'frozen' if path[0] in frozen else 'trained', params)
-    return optax.multi_transform({'trained': sgd, 'frozen': optax.set_to_zero()}, label)
+
+    def group(path, param):
+        if path[0] in frozen:
+            return 'frozen'
+        return 'muon' if use_muon and is_matrix_kernel(path, param) else 'trained'
+
+    # 'trained' (SGD) keeps the name earlier checkpoints' optimizer state has.
+    transforms = {'trained': sgd, 'frozen': optax.set_to_zero()}
+    if use_muon:
+        transforms['muon'] = muon(config, learning_rate_fn)
+    return optax.multi_transform(
+        transforms, lambda params: traverse_util.path_aware_map(group, params))
 
 
 def cross_entropy(logits, labels, label_smoothing: float = 0.0):

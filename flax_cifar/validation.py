@@ -99,6 +99,11 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
              f'reflect the borders')
     bias_scale = config.get('bn_bias_lr_scale', 1.0)
     _require(bias_scale > 0, f'config.bn_bias_lr_scale={bias_scale} must be positive')
+    muon_rate = config.get('muon_learning_rate', 0.0)
+    _require(isinstance(muon_rate, (int, float)) and muon_rate >= 0,
+             f'config.muon_learning_rate={muon_rate!r} must be 0 (off) or positive')
+    _require(0 <= config.get('muon_momentum', 0.6) < 1,
+             f"config.muon_momentum={config.get('muon_momentum')} must be in [0, 1)")
     _require(config.checkpoint_every_steps == -1 or config.checkpoint_every_steps > 0,
              f'config.checkpoint_every_steps={config.checkpoint_every_steps} must be -1 (epoch '
              f'ends only) or positive')

@@ -297,6 +297,8 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_good_checkpoints(folder, t
     (dict(cutout_size=33), 'config.cutout_size=33 must be an integer from 0 (off) to 32'),
     (dict(cutout_size=-1), 'config.cutout_size=-1 must be an integer from 0 (off) to 32'),
     (dict(ema_decay=1.0), 'config.ema_decay=1.0 must be in [0, 1)'),
+    (dict(muon_learning_rate=-0.1), 'config.muon_learning_rate=-0.1 must be 0 (off) or positive'),
+    (dict(muon_momentum=1.0), 'config.muon_momentum=1.0 must be in [0, 1)'),
     (dict(eval_translate=16), 'config.eval_translate=16 must be an integer from 0 (off) to 15'),
     (dict(eval_translate=-1), 'config.eval_translate=-1 must be an integer from 0 (off) to 15'),
     (dict(steps_per_dispatch=3), 'config.steps_per_dispatch=3 must be a positive integer that '

@@ -127,6 +127,34 @@ def test_norm_biases_learn_faster_but_decay_as_before():
     np.testing.assert_allclose(updates['conv']['kernel'], -0.01 * (1 + config.weight_decay))
 
 
+def test_muon_orthogonalizes_dense_and_pointwise_kernels_and_leaves_the_rest_to_sgd():
+    params = {'dense_conv': {'kernel': jnp.zeros((3, 3, 4, 8))},
+              'sep': {'depthwise': {'kernel': jnp.zeros((3, 3, 1, 8))},
+                      'pointwise': {'kernel': jnp.zeros((1, 1, 8, 16))}},
+              'a_bn': {'bias': jnp.zeros(8)}, 'classifier': {'kernel': jnp.zeros((16, 10))}}
+    # A strong common direction (+2) on noise: far from orthogonal.
+    grads = jax.tree.map(lambda p: jax.random.normal(jax.random.key(p.size), p.shape) + 2.0,
+                         params)
+    config = tiny_config(momentum=0.0, nesterov=False, weight_decay=0.0, learning_rate=0.1,
+                         muon_learning_rate=0.2)
+    tx = optim.create_optimizer(config, optax_constant(0.1))
+    updates, _ = tx.update(grads, tx.init(params), params)
+    def spread(kernel):  # of the singular values of the O x HWI matrix (rows: filters)
+        singular = np.linalg.svd(np.asarray(kernel).reshape(-1, kernel.shape[-1]).T,
+                                 compute_uv=False)
+        return singular.max() / singular.min()
+
+    for update, grad in ((updates['dense_conv'], grads['dense_conv']),
+                         (updates['sep']['pointwise'], grads['sep']['pointwise'])):
+        # Newton-Schulz (5 steps) leaves singular values in about [0.7, 1.1]: near orthogonal.
+        assert spread(update['kernel']) < 1.7 < 5 < spread(grad['kernel'])
+    for path in (('sep', 'depthwise', 'kernel'), ('a_bn', 'bias'), ('classifier', 'kernel')):
+        update, grad = updates, grads
+        for key in path:
+            update, grad = update[key], grad[key]
+        np.testing.assert_allclose(update, -0.1 * grad, rtol=1e-6)  # plain SGD
+
+
 def optax_constant(value):
     return lambda step: value
 
@@ -137,8 +165,8 @@ def lookahead_state(step):
 
 
 def test_lookahead_slow_copy_follows_before_the_start_then_pulls_the_weights_back():
-    plan = averaging.Lookahead(every=5, decay=0.9, power=1.0, start_step=10, steps_per_epoch=12,
-                           total_steps=100)
+    plan = averaging.Lookahead(every=5, decay=0.9, power=1.0, start_step=10,
+                               steps_per_epoch=12, total_steps=100)
     shift = lambda tree, d: jax.tree.map(lambda x: x + d, tree)
     state = lookahead_state(7)
     state = state.replace(params=shift(state.params, 1.0))
