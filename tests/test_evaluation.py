@@ -48,6 +48,7 @@ def test_evaluate_best_checkpoint_reports_per_class_and_confusion(trained, capsy
     assert os.path.getsize(os.path.join(workdir, f"confusion_matrix_step{result['step']}.png")) > 1000
 
 
+@pytest.mark.slow  # uses the trained workdir
 def test_latest_checkpoint_is_the_last_step(trained):
     workdir, _ = trained
     assert evaluation.evaluate_checkpoint(workdir, 'latest')['step'] == 4 * 12
@@ -69,6 +70,7 @@ def test_view_logits_compute_each_view_once_and_average_as_training_does(trained
                                     (1, False), (1, True), (2, False)]
 
 
+@pytest.mark.slow  # uses the trained workdir
 def test_predict_names_classes_with_probabilities(trained, tmp_path):
     workdir, root = trained
     paths = [os.path.join(root, 'test', name, '0.png') for name in ('b', 'g', 'r')]
@@ -80,6 +82,7 @@ def test_predict_names_classes_with_probabilities(trained, tmp_path):
     assert [name for _, name, _ in predictions[:3]] == ['b', 'g', 'r']
 
 
+@pytest.mark.slow  # uses the trained workdir
 def test_predict_names_a_bad_file(trained, tmp_path):
     workdir, _ = trained
     bad = tmp_path / 'x.png'
@@ -93,6 +96,7 @@ def test_workdir_without_checkpoints_is_named(tmp_path):
         evaluation.evaluate_checkpoint(str(tmp_path))
 
 
+@pytest.mark.slow  # uses the trained workdir
 def test_training_writes_curves_and_they_can_be_redrawn(trained):
     workdir, _ = trained
     path = os.path.join(workdir, 'curves.png')

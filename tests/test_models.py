@@ -46,8 +46,8 @@ def test_seed_network_matches_the_seed_table_row_by_row():
 def test_seed_network_logits_shape():
     model = models.SeedNet()
     x = jnp.ones((3, 32, 32, 3))
-    variables = model.init(jax.random.key(0), x)
-    assert model.apply(variables, x).shape == (3, 10)
+    logits = jax.eval_shape(lambda: model.apply(model.init(jax.random.key(0), x), x))
+    assert logits.shape == (3, 10)
 
 
 def test_true_depthwise_switch_groups_the_3x3_convs():
@@ -221,8 +221,9 @@ def test_depthwise_implementation_is_a_model_argument():
                 stage_dilations=(2, 1))
     shifts = models.create_model('dsresnet', depthwise_implementation='shifts', **args)
     conv = models.create_model('dsresnet', depthwise_implementation='conv', **args)
-    variables = shifts.init(jax.random.key(1), x)
-    assert jnp.allclose(shifts.apply(variables, x), conv.apply(variables, x), atol=1e-5)
+    variables = jax.jit(shifts.init)(jax.random.key(1), x)
+    assert jnp.allclose(jax.jit(shifts.apply)(variables, x), jax.jit(conv.apply)(variables, x),
+                        atol=1e-5)
     with pytest.raises(InputError, match="depthwise_implementation='fast'"):
         models.create_model('seed', depthwise=True, depthwise_implementation='fast').init(
             jax.random.key(1), x)
@@ -286,16 +287,15 @@ def test_airnet_dirac_init_passes_its_input_through():
 def test_airnet_options_change_what_they_name():
     x = jnp.ones((2, 32, 32, 3))
     plain = models.AirNet(block_features=(8, 16), block_depths=(2, 1), block_dilations=(2, 1))
-    variables = plain.init(jax.random.key(0), x)
-    assert 'scale' not in variables['params']['block1_conv1_bn']  # held at 1 by default
+    assert 'scale' not in init_params(plain)['block1_conv1_bn']  # held at 1 by default
     scaled = models.AirNet(block_features=(8, 16), block_depths=(2, 1),
                            block_dilations=(2, 1), bn_scale=True)
-    assert 'scale' in scaled.init(jax.random.key(0), x)['params']['block1_conv1_bn']
+    assert 'scale' in init_params(scaled)['block1_conv1_bn']
     separable = models.AirNet(block_features=(8, 16), block_depths=(2, 1),
                               block_dilations=(2, 1), dense_convs=0)
-    assert 'depthwise' in separable.init(jax.random.key(0), x)['params']['block1_conv1']
-    hybrid = models.AirNet(block_features=(8, 16), block_depths=(2, 1), block_dilations=(2, 1),
-                           dense_convs=2).init(jax.random.key(0), x)['params']
+    assert 'depthwise' in init_params(separable)['block1_conv1']
+    hybrid = init_params(models.AirNet(block_features=(8, 16), block_depths=(2, 1),
+                                       block_dilations=(2, 1), dense_convs=2))
     assert hybrid['block1_conv2']['kernel'].shape == (3, 3, 8, 8)     # dense, counted in order
     assert 'depthwise' in hybrid['block2_conv1']                      # separable after them
     with pytest.raises(InputError, match="activation='tanh'"):

@@ -306,6 +306,7 @@ def test_epoch_sums_resume_with_the_seconds_already_spent():
     assert train.EpochSums({'loss': 8.0, 'correct': 3, 'count': 4}).seconds() < 10.0  # older
 
 
+@pytest.mark.slow
 def test_finished_run_is_not_retrained(learnable_folder, tmp_path, capsys):
     config = tiny_config(dataset=learnable_folder, num_train_steps=4)
     first = train.train_and_evaluate(config, str(tmp_path))
@@ -315,6 +316,7 @@ def test_finished_run_is_not_retrained(learnable_folder, tmp_path, capsys):
     assert 'Nothing to do' in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_train_and_eval_steps_compile_once_for_a_whole_run(learnable_folder, tmp_path, caplog):
     config = tiny_config(dataset=learnable_folder, num_epochs=3)
     jax.config.update('jax_log_compiles', True)
