@@ -1,9 +1,9 @@
 """launch.sh --dry-run prints the gcloud commands of Google's TPU VM workflow."""
 import os
+import shlex
 import subprocess
 
 from conftest import REPO
-
 
 
 def dry_run(*args):
@@ -12,12 +12,27 @@ def dry_run(*args):
     return result.returncode, result.stdout.strip().splitlines(), result.stderr
 
 
+def gcloud(line: str) -> tuple[list[str], dict]:
+    """A printed gcloud call as (its words before the flags, {flag: value or True}), so that
+    tests check what is asked for, not how the line is spelled."""
+    words, flags = [], {}
+    for token in shlex.split(line):
+        if token.startswith('--'):
+            name, _, value = token.partition('=')
+            flags[name] = value or True
+        elif not flags:
+            words.append(token)
+    return words, flags
+
+
 def test_up_on_a_pod_slice_prints_create_copy_install_train_logs():
     rc, lines, _ = dry_run('--zone', 'us-central2-b', '--tpu-type', 'v4-32', '--name', 'exp1',
                            '--workdir', 'gs://bucket/exp1', 'up', '--', '--config.num_epochs=30')
     assert rc == 0
-    assert lines[0] == ('gcloud compute tpus tpu-vm create exp1 --zone=us-central2-b '
-                        '--accelerator-type=v4-32 --version=tpu-ubuntu2204-base')
+    words, flags = gcloud(lines[0])
+    assert words == ['gcloud', 'compute', 'tpus', 'tpu-vm', 'create', 'exp1']
+    assert flags == {'--zone': 'us-central2-b', '--accelerator-type': 'v4-32',
+                     '--version': 'tpu-ubuntu2204-base'}
     assert lines[1].startswith('tar -C ')
     assert lines[2].startswith('gcloud compute tpus tpu-vm scp ')
     assert '--worker=all' in lines[2]
@@ -37,13 +52,16 @@ def test_queued_spot_create_and_delete():
     rc, lines, _ = dry_run('--zone', 'europe-west4-b', '--tpu-type', 'v5litepod-16',
                            '--version', 'v2-alpha-tpuv5-lite', '--project', 'proj',
                            '--queued', '--spot', 'create')
-    assert rc == 0 and lines == [
-        'gcloud compute tpus queued-resources create flax-cifar --node-id=flax-cifar '
-        '--zone=europe-west4-b --project=proj --accelerator-type=v5litepod-16 '
-        '--runtime-version=v2-alpha-tpuv5-lite --spot']
+    assert rc == 0 and len(lines) == 1
+    words, flags = gcloud(lines[0])
+    assert words == ['gcloud', 'compute', 'tpus', 'queued-resources', 'create', 'flax-cifar']
+    assert flags == {'--node-id': 'flax-cifar', '--zone': 'europe-west4-b', '--project': 'proj',
+                     '--accelerator-type': 'v5litepod-16',
+                     '--runtime-version': 'v2-alpha-tpuv5-lite', '--spot': True}
     rc, lines, _ = dry_run('--zone', 'europe-west4-b', '--queued', 'delete')
-    assert lines == ['gcloud compute tpus queued-resources delete flax-cifar '
-                     '--zone=europe-west4-b --force --quiet']
+    words, flags = gcloud(lines[0])
+    assert words == ['gcloud', 'compute', 'tpus', 'queued-resources', 'delete', 'flax-cifar']
+    assert flags == {'--zone': 'europe-west4-b', '--force': True, '--quiet': True}
 
 
 def test_clone_instead_of_copy():
