@@ -3,6 +3,8 @@
   python main.py --config configs/default.py                       # train (resumes)
   python main.py --mode=evaluate --workdir workdirs/default        # test a checkpoint
   python main.py --mode=predict --workdir workdirs/default a.png b.jpg
+  python main.py --mode=export --workdir workdirs/default          # LiteRT and ONNX models
+  python main.py --mode=predict --exported workdirs/default/export/model_int8.tflite a.png
 """
 import os
 import sys
@@ -12,9 +14,13 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'predict'],
+flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'predict', 'export'],
                   'train (resuming from the workdir), evaluate a checkpoint on the test split, '
-                  'or predict the image files given as arguments.')
+                  'predict the image files given as arguments, or export a checkpoint as '
+                  'LiteRT (float32, int8) and ONNX models, measured on the test split.')
+flags.DEFINE_string('exported', None,
+                    'predict with this exported model (.tflite or .onnx) instead of a '
+                    'checkpoint.')
 flags.DEFINE_string('workdir', None,
                     'Checkpoints and metrics go here; a run resumes from it. '
                     'Default: workdirs/<config file name>.')
@@ -36,7 +42,8 @@ def workdir_for(config_flag) -> str:
 def main(argv):
     if not FLAGS['verbosity'].present:
         # The console is for the progress bars and test lines; Orbax's INFO chatter: -v 0.
-        logging.set_verbosity(logging.WARNING)
+        # Reading a checkpoint, its warnings say only that it is opened read-only.
+        logging.set_verbosity(logging.WARNING if FLAGS.mode == 'train' else logging.ERROR)
     if FLAGS.mode != 'predict' and len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
     if FLAGS.mode == 'train' and FLAGS.config is None:
@@ -49,16 +56,26 @@ def main(argv):
     xla_options.use_compilation_cache()
     if FLAGS.mode == 'train':
         distributed.maybe_initialize(FLAGS.config)  # before JAX touches any device
-    workdir = workdir_for(FLAGS['config'])
     try:
+        dataset = FLAGS.config.dataset if FLAGS.config else None
+        if FLAGS.mode == 'predict' and FLAGS.exported:
+            from flax_cifar import export
+            predictions = export.predict_files(FLAGS.exported, argv[1:])
+        else:
+            workdir = workdir_for(FLAGS['config'])
         if FLAGS.mode == 'train':
             train.train_and_evaluate(FLAGS.config, workdir)
         elif FLAGS.mode == 'evaluate':
-            dataset = FLAGS.config.dataset if FLAGS.config else None
             evaluation.evaluate_checkpoint(workdir, FLAGS.checkpoint, dataset)
+        elif FLAGS.mode == 'export':
+            from flax_cifar import export
+            print(export.format_report(export.export(workdir, FLAGS.checkpoint,
+                                                     dataset=dataset)))
+            print(f'Models and export.json: {os.path.join(workdir, "export")}')
         else:
-            for path, name, probability in evaluation.predict_files(workdir, argv[1:],
-                                                                    FLAGS.checkpoint):
+            if not FLAGS.exported:
+                predictions = evaluation.predict_files(workdir, argv[1:], FLAGS.checkpoint)
+            for path, name, probability in predictions:
                 print(f'{path}\t{name}\t{probability:.4f}')
     except (InputError, FloatingPointError) as e:
         sys.exit(f'error: {e}')

@@ -75,10 +75,11 @@ class Pool(nn.Module):
         if self.kind == 'max' and self.stride == k and not p:  # a ragged edge is dropped
             x = x[:, :h - h % k, :w - w % k]
             return x.reshape(n, h // k, k, w // k, k, c).max(axis=(2, 4))
-        if self.kind == 'avg':
-            return nn.avg_pool(x, (k, k), (self.stride,) * 2, ((p, p), (p, p)),
-                               count_include_pad=False)
-        return nn.max_pool(x, (k, k), (self.stride,) * 2, ((p, p), (p, p)))
+        # Keywords, as exporters that patch these functions (jax2onnx) expect them.
+        pool = nn.avg_pool if self.kind == 'avg' else nn.max_pool
+        extra = {'count_include_pad': False} if self.kind == 'avg' else {}
+        return pool(x, window_shape=(k, k), strides=(self.stride,) * 2,
+                    padding=((p, p), (p, p)), **extra)
 
 
 def _conv_1x1(x, kernel):

@@ -1,0 +1,237 @@
+"""Deploy a trained workdir: LiteRT (TFLite) float32 and full-integer int8 models and an ONNX
+float32 model, each measured on the test split by its own runtime.
+
+  python main.py --mode=export --workdir WORKDIR [--checkpoint=best]
+  python main.py --mode=predict --exported WORKDIR/export/model_int8.tflite a.png b.jpg
+
+Every model takes raw uint8 RGB images (N x 32 x 32 x 3, NHWC; the normalization is inside)
+and returns the 10 class scores: float32 logits, or for int8 the quantized logits (their
+argmax is the class; `export.json` has the scale and zero point). The models compute one
+view of each image (no test-time flips or shifts), with the weights evaluation uses (the
+weight average where the run keeps one); BatchNorm runs on its statistics, which the
+converters fold into the convs. Needs the `export` extra (TensorFlow, onnx, onnxruntime) and
+jax2onnx (pip install --no-deps jax2onnx: its own pin of orbax-checkpoint is older than ours).
+"""
+import json
+import logging
+import os
+import re
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flax_cifar import evaluation, input_pipeline, models, train_state
+from flax_cifar.errors import InputError
+from flax_cifar.train_state import inference_variables
+
+FLOAT_TFLITE, INT8_TFLITE, ONNX = 'model_float32.tflite', 'model_int8.tflite', 'model.onnx'
+INFO = 'export.json'
+LATENCY_RUNS = 200  # batch-1 invocations timed per model, after 20 warm-up runs
+
+
+def logits_fn(state, config, num_classes: int):
+    """uint8 (or 0..255 float) NHWC images -> float32 logits: the deployed computation, its
+    depthwise convs as grouped convs (what converters map to DEPTHWISE_CONV_2D), not the
+    shifted multiply-adds that train faster on CPU and GPU."""
+    model = train_state.create_model(config, num_classes).clone(depthwise_implementation='conv')
+    variables = inference_variables(state)
+
+    def fn(images):
+        return model.apply(variables, input_pipeline.normalize(images), train=False)
+    return fn
+
+
+def _culprit(error: Exception, layers: list[str]) -> str:
+    """'layer L: first line of the converter's message', naming the first of the model's
+    layers that the message mentions (the converters keep Flax's module names)."""
+    # TF's ConverterError keeps each error's MLIR location (the op's name scope) apart.
+    text = '\n'.join([str(error), *map(str, getattr(error, 'errors', []))])
+    named = next((layer for layer in layers if re.search(rf'\b{re.escape(layer)}\b', text)),
+                 'unknown layer')
+    first = next((line.strip() for line in text.splitlines() if 'error' in line.lower()),
+                 text.strip().splitlines()[0] if text.strip() else type(error).__name__)
+    return f'{named}: {first[:200]}'
+
+
+def to_tflite(fn, calibration: np.ndarray | None = None) -> bytes:
+    """A LiteRT model of `fn`: float32 with a uint8 input, or, given calibration images,
+    full-integer int8 (uint8 input, int8 output) quantized on them."""
+    import tensorflow as tf
+    from jax.experimental import jax2tf
+
+    # Batch 1, as deployed: a fixed shape keeps strided slices static for the converter.
+    converted = jax2tf.convert(fn, with_gradient=False)
+    if calibration is None:
+        spec = tf.TensorSpec([1, *input_pipeline.IMAGE_SHAPE], tf.uint8)
+        function = tf.function(converted, autograph=False, input_signature=[spec])
+        converter = tf.lite.TFLiteConverter.from_concrete_functions(
+            [function.get_concrete_function()], function)
+        return converter.convert()
+    # The int8 graph reads float pixels 0..255, their range fixed by a fake-quant op, so
+    # that the input is quantized to uint8 with scale 1 and zero point 0 (checked in
+    # export()): the raw pixels themselves, whatever the calibration images' range.
+    spec = tf.TensorSpec([1, *input_pipeline.IMAGE_SHAPE], tf.float32)
+    function = tf.function(lambda pixels: converted(tf.quantization.fake_quant_with_min_max_args(
+        pixels, min=0.0, max=255.0, num_bits=8)), autograph=False, input_signature=[spec])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [function.get_concrete_function()], function)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: (
+        [image[None].astype(np.float32)] for image in calibration)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+    converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+def to_onnx(fn) -> bytes:
+    # jax2onnx warns about each of its optional plugins whose library is not installed.
+    logging.getLogger('jax2onnx').setLevel(logging.ERROR)
+    import jax2onnx
+    model = jax2onnx.to_onnx(fn, [jax.ShapeDtypeStruct((1, *input_pipeline.IMAGE_SHAPE),
+                                                       jnp.uint8)], model_name='flax_cifar')
+    return model.SerializeToString()
+
+
+class Runtime:
+    """One exported model in its own runtime (LiteRT or ONNX Runtime), one thread, fed one
+    image at a time: scores(images) -> (N, classes) float32, dequantized for int8."""
+
+    def __init__(self, path: str):
+        self.path = path
+        if path.endswith('.onnx'):
+            import onnxruntime
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = options.inter_op_num_threads = 1
+            self.session = onnxruntime.InferenceSession(path, options,
+                                                        providers=['CPUExecutionProvider'])
+            self.input_name = self.session.get_inputs()[0].name
+            self.run_one = lambda image: self.session.run(None, {self.input_name: image})[0]
+        elif path.endswith('.tflite'):
+            import tensorflow as tf
+            self.interpreter = tf.lite.Interpreter(model_path=path, num_threads=1)
+            self.interpreter.allocate_tensors()
+            self.input = self.interpreter.get_input_details()[0]
+            self.output = self.interpreter.get_output_details()[0]
+            self.run_one = self._tflite_one
+        else:
+            raise InputError(f'--exported {path}: not a .tflite or .onnx file')
+
+    def _tflite_one(self, image):
+        self.interpreter.set_tensor(self.input['index'], image.astype(self.input['dtype']))
+        self.interpreter.invoke()
+        scores = self.interpreter.get_tensor(self.output['index'])
+        scale, zero_point = self.output['quantization']
+        return (scores.astype(np.float32) - zero_point) * scale if scale else scores
+
+    def scores(self, images: np.ndarray) -> np.ndarray:
+        return np.concatenate([self.run_one(image[None]) for image in images])
+
+    def latency_ms(self, image: np.ndarray) -> float:
+        """Median milliseconds of one batch-1 call."""
+        for _ in range(20):
+            self.run_one(image[None])
+        times = []
+        for _ in range(LATENCY_RUNS):
+            start = time.perf_counter()
+            self.run_one(image[None])
+            times.append(time.perf_counter() - start)
+        return 1000 * statistics.median(times)
+
+
+def export(workdir: str, which: str = 'best', calibration_size: int = 500,
+           dataset: str | None = None) -> dict:
+    """Writes the three models into <workdir>/export, measures each on the test split and
+    writes export.json; returns what it wrote there."""
+    state, config, class_names, step = evaluation.restore_for_inference(workdir, which)
+    dataset = dataset or config.dataset
+    test = input_pipeline.load_split(dataset, 'test', config.data_dir,
+                                     config.get('data_cache_dir'))
+    train_rows = (0, min(calibration_size, input_pipeline.num_examples(
+        dataset, 'train', config.data_dir)))
+    calibration = input_pipeline.load_split(dataset, 'train', config.data_dir,
+                                            config.get('data_cache_dir'), train_rows).images
+    fn = logits_fn(state, config, len(class_names))
+    jax_scores = np.concatenate([np.asarray(jax.jit(fn)(test.images[i:i + 1000]))
+                                 for i in range(0, len(test.images), 1000)])
+    jax_accuracy = float(np.mean(jax_scores.argmax(-1) == test.labels))
+    paths = [row.path for row in models.layer_table(  # the names errors point to
+        train_state.create_model(config, len(class_names)))]
+    layers = sorted(set(paths), key=len, reverse=True) + list(
+        dict.fromkeys(p.split('/')[0] for p in paths))
+    out = os.path.join(workdir, 'export')
+    os.makedirs(out, exist_ok=True)
+    report = {'checkpoint': {'workdir': workdir, 'which': which, 'step': step},
+              'class_names': class_names, 'jax_test_accuracy': jax_accuracy,
+              'test_images': len(test.labels), 'calibration_images': len(calibration),
+              'models': {}}
+    builders = {FLOAT_TFLITE: ('LiteRT', lambda: to_tflite(fn)),
+                INT8_TFLITE: ('LiteRT', lambda: to_tflite(fn, calibration)),
+                ONNX: ('ONNX', lambda: to_onnx(fn))}
+    for name, (converter, build) in builders.items():
+        try:
+            blob = build()
+        except InputError:
+            raise
+        except Exception as e:  # the converters raise many kinds, with long messages
+            raise InputError(f'export: {converter} cannot convert {name}, at layer '
+                             f'{_culprit(e, layers)}') from None
+        path = os.path.join(out, name)
+        with open(path + '.tmp', 'wb') as f:
+            f.write(blob)
+        os.replace(path + '.tmp', path)
+        runtime = Runtime(path)
+        if name == INT8_TFLITE:
+            scale, zero_point = runtime.input['quantization']
+            if (scale, zero_point) != (1.0, 0):
+                raise InputError(f'export: the int8 model quantized its input with scale '
+                                 f'{scale}, zero point {zero_point}, not the raw pixels '
+                                 f'(1, 0): calibrate on more images')
+        scores = runtime.scores(test.images)
+        predictions = scores.argmax(-1)
+        report['models'][name] = {
+            'runtime': 'LiteRT (tf.lite.Interpreter)' if converter == 'LiteRT'
+                       else 'ONNX Runtime',
+            'test_accuracy': float(np.mean(predictions == test.labels)),
+            'agrees_with_jax': float(np.mean(predictions == jax_scores.argmax(-1))),
+            'size_kb': os.path.getsize(path) / 1024,
+            'latency_ms': runtime.latency_ms(test.images[0]),
+            **({'output_quantization': list(map(float, runtime.output['quantization']))}
+               if name == INT8_TFLITE else {})}
+    with open(os.path.join(out, INFO), 'w') as f:
+        json.dump(report, f, indent=1)
+    return report
+
+
+def format_report(report: dict) -> str:
+    lines = [f"JAX (one view, float32): {100 * report['jax_test_accuracy']:.2f}% on "
+             f"{report['test_images']} test images",
+             f"{'model':<22}{'accuracy':>10}{'vs JAX':>9}{'same class':>12}{'size KB':>10}"
+             f"{'ms/image':>10}"]
+    for name, m in report['models'].items():
+        lines.append(f"{name:<22}{100 * m['test_accuracy']:>9.2f}%"
+                     f"{100 * (m['test_accuracy'] - report['jax_test_accuracy']):>+8.2f}"
+                     f"{100 * m['agrees_with_jax']:>11.2f}%{m['size_kb']:>10.1f}"
+                     f"{m['latency_ms']:>10.3f}")
+    return '\n'.join(lines)
+
+
+def predict_files(model_path: str, paths: list[str]) -> list[tuple]:
+    """(path, class name, probability) per image file, from an exported model."""
+    info_path = os.path.join(os.path.dirname(model_path), INFO)
+    if not os.path.exists(model_path):
+        raise InputError(f'--exported {model_path}: no such file')
+    try:
+        with open(info_path) as f:
+            class_names = json.load(f)['class_names']
+    except (OSError, ValueError, KeyError) as e:
+        raise InputError(f'{info_path}: needed for the class names ({type(e).__name__})') from None
+    images = np.stack([evaluation.load_image(p) for p in paths])
+    scores = Runtime(model_path).scores(images)
+    probabilities = np.exp(scores - scores.max(-1, keepdims=True))
+    probabilities /= probabilities.sum(-1, keepdims=True)
+    return [(path, class_names[int(p.argmax())], float(p.max()))
+            for path, p in zip(paths, probabilities)]
