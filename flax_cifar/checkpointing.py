@@ -116,7 +116,8 @@ class Checkpoints:
         return self.manager.best_step()
 
     def read_meta(self, step: int) -> dict:
-        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+        meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        return upgrade_meta(meta['meta'])
 
     def _check_architecture(self, step: int, meta: dict, architecture: dict):
         difference = architecture_mismatch(meta['architecture'], architecture)
@@ -170,6 +171,23 @@ class Checkpoints:
     def close(self):
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+# Renamed model fields: {(model, old name): (new name, new value from the old)}. Checkpoints
+# saved before a rename keep restoring, resuming and exporting.
+RENAMED_MODEL_ARGS = {('airnet', 'dense_first'): ('dense_convs', lambda first: int(bool(first)))}
+
+
+def upgrade_meta(meta: dict) -> dict:
+    """`meta` with renamed model fields under their current names, in its config and its
+    architecture alike."""
+    for section in ('config', 'architecture'):
+        fields = meta.get(section) or {}
+        args = fields.get('model_args') or {}
+        for (model, old), (new, convert) in RENAMED_MODEL_ARGS.items():
+            if fields.get('model') == model and old in args:
+                args[new] = convert(args.pop(old))
+    return meta
 
 
 # The config fields that fix the parameter shapes a checkpoint holds.

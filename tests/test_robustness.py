@@ -243,6 +243,19 @@ def test_checkpoint_of_another_network_is_refused_and_left_alone(folder, tmp_pat
     assert tree_snapshot(tmp_path / 'checkpoints') == before
 
 
+def test_checkpoint_saved_before_a_field_rename_still_matches_its_network():
+    config = importlib.import_module('configs.airnet').get_config()
+    current = {**checkpointing.architecture(config), 'num_classes': 10}
+    old = json.loads(json.dumps(current))  # as saved before dense_first became dense_convs
+    old['model_args']['dense_first'] = bool(old['model_args'].pop('dense_convs'))
+    meta = {'architecture': old, 'config': {'model': 'airnet', 'model_args': {
+        'dense_first': True}}}
+    assert checkpointing.architecture_mismatch(old, current) is not None
+    upgraded = checkpointing.upgrade_meta(meta)
+    assert checkpointing.architecture_mismatch(upgraded['architecture'], current) is None
+    assert upgraded['config']['model_args'] == {'dense_convs': 1}
+
+
 @pytest.mark.slow
 def test_turning_on_the_weight_average_mid_run_is_refused_not_set_aside(folder, tmp_path):
     train.train_and_evaluate(config_for(folder, num_train_steps=4), str(tmp_path))
