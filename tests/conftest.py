@@ -17,6 +17,16 @@ import numpy as np
 import pytest
 
 
+def smoke_config(dataset=None, **overrides):
+    """configs/smoke.py (a tiny DSResNet) reading `dataset`, with `overrides` applied."""
+    from configs import smoke
+    config = smoke.get_config()
+    if dataset is not None:
+        config.dataset = dataset
+    config.update(overrides)
+    return config
+
+
 def write_image_folder(root, splits=('train', 'test'), classes=('a', 'b'), per_class=3,
                        shape=(32, 32, 3), fmt='png', seed=0):
     """An ImageFolder tree root/split/class/i.png; class k's images are bright in channel k."""

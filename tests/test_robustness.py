@@ -15,17 +15,10 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from conftest import REPO, rgb_folder
+from conftest import REPO, rgb_folder, smoke_config
 from flax_cifar import checkpointing, evaluation, metric_writers, train, validation
 from flax_cifar.errors import InputError
 
-
-
-def config_for(dataset, **overrides):
-    config = smoke.get_config()
-    config.dataset = dataset
-    config.update(overrides)
-    return config
 
 
 @pytest.fixture(scope='module')
@@ -146,7 +139,7 @@ def test_second_run_on_a_live_workdir_is_refused_naming_the_holder(folder, tmp_p
 @pytest.mark.parametrize('steps', [75, 80], ids=['epoch_end', 'mid_epoch'])
 def test_finished_run_started_again_trains_and_appends_nothing(folder, steps, tmp_path,
                                                               capsys):
-    config = config_for(folder, num_train_steps=steps, checkpoint_every_steps=25)
+    config = smoke_config(folder, num_train_steps=steps, checkpoint_every_steps=25)
     train.train_and_evaluate(config, str(tmp_path))
     kept = [tree_snapshot(tmp_path / d) for d in ('checkpoints', 'tensorboard')]
     records = (tmp_path / 'metrics.jsonl').read_bytes()
@@ -162,11 +155,11 @@ def test_finished_run_started_again_trains_and_appends_nothing(folder, steps, tm
 
 @pytest.mark.slow
 def test_damaged_metrics_file_is_set_aside_and_its_good_records_kept(folder, tmp_path, capsys):
-    train.train_and_evaluate(config_for(folder, num_epochs=1), str(tmp_path))
+    train.train_and_evaluate(smoke_config(folder, num_epochs=1), str(tmp_path))
     metrics = tmp_path / 'metrics.jsonl'
     first = metrics.read_text()
     metrics.write_text(first + '{"epoch": 1, "st\x00\n')  # a torn write
-    train.train_and_evaluate(config_for(folder, num_epochs=2), str(tmp_path))
+    train.train_and_evaluate(smoke_config(folder, num_epochs=2), str(tmp_path))
     assert 'metrics.jsonl is damaged (1 line(s) are not JSON records' in capsys.readouterr().out
     lines = metrics.read_text().splitlines()
     assert lines[0] == first.strip() and [json.loads(l)['epoch'] for l in lines] == [0, 1]
@@ -200,7 +193,7 @@ def damage(step_dir, how):
 @pytest.mark.parametrize('how', ['truncate', 'garbage', 'zero_length', 'missing_item'])
 def test_damaged_latest_checkpoint_is_set_aside_and_the_run_resumes(folder, how, tmp_path,
                                                                     capsys):
-    config = config_for(folder, num_epochs=1, checkpoint_every_steps=25,
+    config = smoke_config(folder, num_epochs=1, checkpoint_every_steps=25,
                         max_checkpoints_to_keep=10)
     whole = train.train_and_evaluate(config, str(tmp_path / 'whole'))
     workdir = tmp_path / 'damaged'
@@ -232,9 +225,9 @@ def tree_snapshot(directory):
 
 @pytest.mark.slow
 def test_checkpoint_of_another_network_is_refused_and_left_alone(folder, tmp_path):
-    train.train_and_evaluate(config_for(folder, num_train_steps=4), str(tmp_path))
+    train.train_and_evaluate(smoke_config(folder, num_train_steps=4), str(tmp_path))
     before = tree_snapshot(tmp_path / 'checkpoints')
-    other = config_for(folder, num_train_steps=4)
+    other = smoke_config(folder, num_train_steps=4)
     other.model_args.stage_features = (8, 32)
     with pytest.raises(checkpointing.CheckpointMismatchError,
                        match=r'config\.model_args\.stage_features: \[8, 16\] in the checkpoint, '
@@ -258,22 +251,22 @@ def test_checkpoint_saved_before_a_field_rename_still_matches_its_network():
 
 @pytest.mark.slow
 def test_turning_on_the_weight_average_mid_run_is_refused_not_set_aside(folder, tmp_path):
-    train.train_and_evaluate(config_for(folder, num_train_steps=4), str(tmp_path))
+    train.train_and_evaluate(smoke_config(folder, num_train_steps=4), str(tmp_path))
     before = tree_snapshot(tmp_path / 'checkpoints')
     with pytest.raises(checkpointing.CheckpointMismatchError,
                        match="config.ema_decay: '<absent>' in the checkpoint, 'on' here"):
-        train.train_and_evaluate(config_for(folder, num_train_steps=8, ema_decay=0.9),
+        train.train_and_evaluate(smoke_config(folder, num_train_steps=8, ema_decay=0.9),
                                  str(tmp_path))
     assert tree_snapshot(tmp_path / 'checkpoints') == before
 
 
 @pytest.mark.slow
 def test_checkpoint_without_our_meta_item_is_refused_not_set_aside(folder, tmp_path):
-    train.train_and_evaluate(config_for(folder, num_train_steps=4), str(tmp_path))
+    train.train_and_evaluate(smoke_config(folder, num_train_steps=4), str(tmp_path))
     shutil.rmtree(tmp_path / 'checkpoints' / '4' / 'meta')
     before = tree_snapshot(tmp_path / 'checkpoints')
     with pytest.raises(checkpointing.CheckpointMismatchError, match='has no meta item'):
-        train.train_and_evaluate(config_for(folder, num_train_steps=4), str(tmp_path))
+        train.train_and_evaluate(smoke_config(folder, num_train_steps=4), str(tmp_path))
     assert tree_snapshot(tmp_path / 'checkpoints') == before
 
 
@@ -287,7 +280,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_good_checkpoints(folder, t
         return new_state, {**metrics, 'loss': jnp.where(state.step == 6, jnp.nan, metrics['loss'])}
 
     monkeypatch.setattr(train, 'train_step', poisoned_step)
-    config = config_for(folder, checkpoint_every_steps=2, log_every_steps=5)
+    config = smoke_config(folder, checkpoint_every_steps=2, log_every_steps=5)
     with pytest.raises(FloatingPointError, match='loss became nan at step 7'):
         train.train_and_evaluate(config, str(tmp_path))
     assert steps_in(tmp_path) == [2, 4, 6]
@@ -376,5 +369,5 @@ def test_keeps_the_latest_few_and_the_best_by_test_accuracy(tmp_path):
 def test_run_stopped_by_bad_data_leaves_no_workdir_behind(tmp_path):
     workdir = tmp_path / 'never' / 'nested'
     with pytest.raises(InputError, match='no-such-folder'):
-        train.train_and_evaluate(config_for(f'folder:{tmp_path}/no-such-folder'), str(workdir))
+        train.train_and_evaluate(smoke_config(f'folder:{tmp_path}/no-such-folder'), str(workdir))
     assert not (tmp_path / 'never').exists()

@@ -12,15 +12,9 @@ import numpy as np
 import pytest
 
 from configs import airnet, seed, smoke
-from conftest import rgb_folder
+from conftest import rgb_folder, smoke_config
 from flax_cifar import (augment, averaging, data_parallel, evaluation, host_data, input_pipeline,
                         optim, train, train_state, xla_options)
-
-
-def tiny_config(**overrides):
-    config = smoke.get_config()
-    config.update(overrides)
-    return config
 
 
 def make_state(config, ema=False):
@@ -36,7 +30,7 @@ def random_batch(n=8, seed=0):
 
 
 def test_jitted_train_step_updates_params_stats_and_step():
-    config = tiny_config()
+    config = smoke_config()
     state = make_state(config)
     step = jax.jit(train.train_step)
     new_state, metrics = step(state, random_batch(), jax.random.key(1), 0.1)
@@ -51,7 +45,7 @@ def test_jitted_train_step_updates_params_stats_and_step():
 
 
 def test_dropout_key_depends_on_the_step():
-    config = tiny_config()
+    config = smoke_config()
     state = make_state(config)
     step = jax.jit(train.train_step)
     a, _ = step(state, random_batch(), jax.random.key(1))
@@ -61,7 +55,7 @@ def test_dropout_key_depends_on_the_step():
 
 @pytest.mark.slow
 def test_weight_average_follows_the_weights_and_is_what_gets_evaluated():
-    config = tiny_config()
+    config = smoke_config()
     step = jax.jit(train.train_step)
     before = make_state(config, ema=True)
     after, _ = step(before, random_batch(), jax.random.key(1), 0.1, 0.9)
@@ -82,7 +76,7 @@ def test_weight_average_follows_the_weights_and_is_what_gets_evaluated():
 
 
 def test_eval_step_masks_padding():
-    state = make_state(tiny_config())
+    state = make_state(smoke_config())
     split = input_pipeline.Split(
         np.random.default_rng(0).integers(0, 255, (10, 32, 32, 3)).astype(np.uint8),
         np.arange(10, dtype=np.int32) % 10)
@@ -98,7 +92,7 @@ def test_eval_step_masks_padding():
 
 @pytest.mark.parametrize('schedule', ['onecycle', 'warmup_cosine', 'constant', 'triangle'])
 def test_schedules_peak_at_the_learning_rate(schedule):
-    config = tiny_config(schedule=schedule, learning_rate=0.4)
+    config = smoke_config(schedule=schedule, learning_rate=0.4)
     fn = optim.create_learning_rate_fn(config, total_steps=100)
     values = np.array([fn(i) for i in range(101)])
     assert values.max() == pytest.approx(0.4, rel=1e-3)
@@ -118,7 +112,7 @@ def test_norm_biases_learn_faster_but_decay_as_before():
     params = {'a_bn': {'bias': jnp.ones(3), 'scale': jnp.ones(3)},
               'conv': {'bias': jnp.ones(3), 'kernel': jnp.ones((2, 3))}}
     grads = jax.tree.map(jnp.ones_like, params)
-    config = tiny_config(bn_bias_lr_scale=64.0, momentum=0.0, nesterov=False)
+    config = smoke_config(bn_bias_lr_scale=64.0, momentum=0.0, nesterov=False)
     tx = optim.create_optimizer(config, optax_constant(0.01))
     updates, _ = tx.update(grads, tx.init(params), params)
     np.testing.assert_allclose(updates['a_bn']['bias'], -0.64)
@@ -135,7 +129,7 @@ def test_muon_orthogonalizes_dense_and_pointwise_kernels_and_leaves_the_rest_to_
     # A strong common direction (+2) on noise: far from orthogonal.
     grads = jax.tree.map(lambda p: jax.random.normal(jax.random.key(p.size), p.shape) + 2.0,
                          params)
-    config = tiny_config(momentum=0.0, nesterov=False, weight_decay=0.0, learning_rate=0.1,
+    config = smoke_config(momentum=0.0, nesterov=False, weight_decay=0.0, learning_rate=0.1,
                          muon_learning_rate=0.2)
     tx = optim.create_optimizer(config, optax_constant(0.1))
     updates, _ = tx.update(grads, tx.init(params), params)
@@ -160,7 +154,7 @@ def optax_constant(value):
 
 
 def lookahead_state(step):
-    config = tiny_config()
+    config = smoke_config()
     return make_state(config, ema=True).replace(step=jnp.asarray(step))
 
 
@@ -193,7 +187,7 @@ def same_tree(a, b):
 
 
 def test_alternating_flip_mirrors_every_image_in_odd_epochs(monkeypatch):
-    config = tiny_config(alternating_flip=True, crop_padding=0)
+    config = smoke_config(alternating_flip=True, crop_padding=0)
     seen = []
     monkeypatch.setattr(train, 'train_step', lambda state, batch, *_: seen.append(
         batch['image']) or (state, {}))
@@ -222,7 +216,7 @@ def test_mirror_half_is_a_function_of_the_row_whatever_the_hosts():
 
 def test_unknown_schedule_is_named():
     with pytest.raises(ValueError, match="config.schedule='cyclic'"):
-        optim.create_learning_rate_fn(tiny_config(schedule='cyclic'), 10)
+        optim.create_learning_rate_fn(smoke_config(schedule='cyclic'), 10)
 
 
 @pytest.fixture(scope='module')
@@ -237,7 +231,7 @@ def read_metrics(workdir):
 
 @pytest.mark.slow
 def test_learns_a_small_dataset_and_prints_the_seed_lines(learnable_folder, tmp_path, capsys):
-    config = tiny_config(dataset=learnable_folder, num_epochs=6)
+    config = smoke_config(dataset=learnable_folder, num_epochs=6)
     train.train_and_evaluate(config, str(tmp_path))
     metrics = read_metrics(tmp_path)
     assert [m['epoch'] for m in metrics] == list(range(6))
@@ -269,7 +263,7 @@ def test_resume_equals_the_uninterrupted_run(learnable_folder, tmp_path, options
     # epoch ends. A copy of the run that keeps only the checkpoints up to step 15 (mid epoch
     # 1), or 12 (epoch 0's end), is run again: the same state, the same metrics (time aside).
     options = dict(options)
-    config = tiny_config(dataset=learnable_folder, num_epochs=3, checkpoint_every_steps=5,
+    config = smoke_config(dataset=learnable_folder, num_epochs=3, checkpoint_every_steps=5,
                          max_checkpoints_to_keep=20)
     if 'model_args' in options:  # replaced whole: update() would merge them
         config.model_args = ml_collections.ConfigDict(options.pop('model_args'))
@@ -308,7 +302,7 @@ def test_epoch_sums_resume_with_the_seconds_already_spent():
 
 @pytest.mark.slow
 def test_finished_run_is_not_retrained(learnable_folder, tmp_path, capsys):
-    config = tiny_config(dataset=learnable_folder, num_train_steps=4)
+    config = smoke_config(dataset=learnable_folder, num_train_steps=4)
     first = train.train_and_evaluate(config, str(tmp_path))
     second = train.train_and_evaluate(config, str(tmp_path))
     assert int(second.step) == 4
@@ -318,7 +312,7 @@ def test_finished_run_is_not_retrained(learnable_folder, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_train_and_eval_steps_compile_once_for_a_whole_run(learnable_folder, tmp_path, caplog):
-    config = tiny_config(dataset=learnable_folder, num_epochs=3)
+    config = smoke_config(dataset=learnable_folder, num_epochs=3)
     jax.config.update('jax_log_compiles', True)
     try:
         with caplog.at_level(logging.WARNING):
@@ -342,7 +336,7 @@ def test_several_steps_per_dispatch_train_as_one_and_compile_once(learnable_fold
             caplog.clear()
             with caplog.at_level(logging.WARNING):
                 runs[steps_per_dispatch] = train.train_and_evaluate(
-                    tiny_config(dataset=learnable_folder, steps_per_dispatch=steps_per_dispatch,
+                    smoke_config(dataset=learnable_folder, steps_per_dispatch=steps_per_dispatch,
                                 log_every_steps=4, checkpoint_every_steps=5),
                     str(tmp_path / str(steps_per_dispatch)))
             compiled = [r.getMessage() for r in caplog.records
@@ -378,7 +372,7 @@ def test_sharded_epoch_order_restricts_one_permutation_to_each_shard():
 
 
 def test_test_time_flip_averages_an_image_and_its_mirror():
-    state = make_state(tiny_config())
+    state = make_state(smoke_config())
     images = random_batch()['image']
     mirrored = images[:, :, ::-1]
     with_flip = evaluation.predict_logits(state, images, flip=True)
@@ -390,7 +384,7 @@ def test_test_time_flip_averages_an_image_and_its_mirror():
 
 
 def test_test_time_shifts_add_two_translated_views_at_half_the_weight():
-    state = make_state(tiny_config())
+    state = make_state(smoke_config())
     images = random_batch()['image']
     padded = jnp.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)), mode='reflect')
     views = [images, padded[:, :32, :32], padded[:, 4:, 4:]]
