@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import airnet, seed, smoke
+from configs import airnet, seed
 from conftest import rgb_folder, smoke_config
 from flax_cifar import (augment, averaging, data_parallel, evaluation, host_data, input_pipeline,
                         optim, train, train_state, xla_options)
