@@ -28,11 +28,10 @@ BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
 class Dropout(nn.Module):
     """`nn.Dropout`, with masks drawn from 16 random bits per element instead of 32.
 
-    On CPU JAX's threefry bits were most of the seed network's train-mode forward
-    (docs/speed.md); viewing each 32-bit draw as two 16-bit ones halves that, and on CPU the
-    bits come from threefry's non-partitionable form, 3-4x faster to compute there (the
-    partitionable one, JAX's default, lets sharded devices each draw only their share: kept
-    elsewhere). The drop probability is `rate` rounded to a multiple of 2**-16, and kept
+    On CPU the random bits dominated the seed network's train-mode forward: each 32-bit
+    draw is used as two 16-bit ones, and on CPU they come from threefry's faster
+    non-partitionable form (elsewhere the partitionable default lets sharded devices draw
+    only their share). Measurements: docs/speed.md. The drop probability is `rate` rounded to a multiple of 2**-16, and kept
     values are scaled by the exact inverse of the keep probability, so the output's
     expectation is the input.
     """
@@ -58,11 +57,10 @@ class Dropout(nn.Module):
 class Pool(nn.Module):
     """Average or max pooling as a module, so that it shows in the summary and the RF.
 
-    Max pooling over non-overlapping windows is computed as a reshape
-    and a max: the same outputs, and a backward pass that XLA fuses into elementwise work,
-    where `nn.max_pool`'s select-and-scatter took 30-75x its forward on CPU (the default
-    network's three pools: 474 ms of backward against 11 ms of forward, docs/speed.md). Only
-    exact ties differ: their gradient is split between them instead of going to one.
+    Max pooling over non-overlapping windows is computed as a reshape and a max: the same
+    outputs, and a backward pass that XLA fuses into elementwise work, where `nn.max_pool`'s
+    select-and-scatter is many times its forward on CPU (docs/speed.md). Only exact ties
+    differ: their gradient is split between them instead of going to one.
     """
     kind: str  # 'avg' or 'max'
     window: int
@@ -112,11 +110,9 @@ class PointwiseConv(nn.Module):
     (`kernel`, shape (1, 1, in, features), same init) and the same outputs and gradients.
 
     The forward pass and the input's gradient are XLA's convolution, as in `nn.Conv`; the
-    kernel's gradient is a matrix product over all pixels (`_pointwise_bwd`), where XLA's CPU
-    backend computed a convolution over the batch 3-17x slower than the forward
-    (`benchmarks/layer_profile.py`). As plain dots both ways these layers were fast alone,
-    but the seed network with true depthwise convs (16-64 channels) trained 1.8x slower
-    (docs/speed.md).
+    kernel's gradient is a matrix product over all pixels (`_pointwise_bwd`), which XLA's
+    CPU backend computes far faster than the convolution over the batch it otherwise emits.
+    Dots both ways were slower for the whole network (docs/speed.md).
     """
     features: int
     dtype: Any = jnp.float32
@@ -166,9 +162,9 @@ def _shifted_depthwise_cpu_fwd(x, kernel, stride, dilation):
 
 def _shifted_depthwise_cpu_bwd(stride, dilation, residuals, grad):
     """The input's gradient as autodiff gives it; the kernel's summed over chunks of
-    KERNEL_GRADIENT_CHUNK images in a lax.map: each tap's sum over the whole batch made XLA's
-    CPU backend stream k*k full-batch products through memory, 5-6.5x slower than chunks that
-    stay in cache (ad hoc, one core: a 128x32x32x32 input's kernel gradient 132 -> 26 ms)."""
+    KERNEL_GRADIENT_CHUNK images in a lax.map: a sum over the whole batch per tap made XLA's
+    CPU backend stream k*k full-batch products through memory; chunks stay in cache
+    (docs/speed.md)."""
     x, kernel = residuals
     _, input_vjp = jax.vjp(lambda x: _shifted_depthwise(x, kernel, stride, dilation), x)
     pad = -x.shape[0] % KERNEL_GRADIENT_CHUNK  # zero images add nothing to the sums
@@ -192,13 +188,13 @@ class DepthwiseConv(nn.Module):
     (`kernel`, shape (k, k, 1, C), same init) and the same outputs and gradients.
 
     XLA's grouped convolution is slow on CPU and GPU (jax-ml/jax issues 13800, 23713, 26266;
-    on one H200 the default network trained 13.7x faster this way), so there it is computed
+    docs/speed.md), so there it is computed
     as k*k shifted multiply-adds, which XLA fuses into one loop; on TPU (not measured) `lax.conv`
     with `feature_group_count` is used. On CPU the kernel's gradient is summed in chunks of
     images (`_shifted_depthwise_cpu_bwd`); a GPU keeps plain autodiff, where a loop over
     chunks would cost a host round trip each. A stride that divides the dilation (the seed's
-    unit5) is taken as `SubsampledConv` takes it, by either implementation: the true-depthwise
-    seed network's step 0.886x the time on CPU (paired rounds, docs/speed.md).
+    unit5) is taken as `SubsampledConv` takes it, by either implementation (faster on CPU,
+    docs/speed.md).
     """
     kernel_size: tuple = (3, 3)
     strides: int = 1
@@ -248,7 +244,7 @@ class SubsampledConv:
     column) and no other. This conv takes those alone and convolves them at stride 1 and
     dilation / stride: the same sums, the same output size. Its input gradient is a stride-1
     conv and a scatter, where XLA's for the strided form convolves the gradient dilated with
-    zeros (the seed's unit5 on CPU: 37 ms a step, its forward 8). Other convs pass through.
+    zeros, several times slower on CPU (docs/speed.md). Other convs pass through.
     """
 
     def __call__(self, lhs, rhs, window_strides, padding, lhs_dilation=None,

@@ -186,7 +186,7 @@ class Run:
     train_fn: Any
     multi_step_fn: Any  # config.steps_per_dispatch steps per call; None when that is 1
     evaluate: Any
-    # For logging; jitted: called eagerly, its first call compiles each primitive (~1.3 s).
+    # For logging; jitted: called eagerly, its first call compiles each primitive (slow).
     learning_rate_fn: optax.Schedule
     checkpoints: checkpointing.Checkpoints
     writer: metric_writers.MetricWriter

@@ -34,8 +34,7 @@ def rejected(options: dict) -> str | None:
 
 def use_compilation_cache():
     """Keeps XLA's programs on disk ($JAX_COMPILATION_CACHE_DIR, else <cache dir>/jax), so a
-    restart skips compiling: on one CPU core that is ~30 s of the start, half of it the
-    random initializers (the threefry hash compiles slowly on CPU)."""
+    restart skips compiling, a large part of a CPU run's start (docs/speed.md)."""
     if not jax.config.jax_compilation_cache_dir:
         jax.config.update('jax_compilation_cache_dir',
                           os.path.join(input_pipeline.default_cache_dir(), 'jax'))
