@@ -39,8 +39,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.alternating_flip = False
     # Patch whitening (airbench): the first conv's kernel is set from the covariance of the
     # training images' patches (its top eigenvectors, scaled to unit variance, and their
-    # negatives) and never trained. Faster early epochs, and after 15 (CPU, seeds 0-2, flip)
-    # 86.90 / 86.96 / 86.83% against 86.46 / 86.37 / 86.39% without (README).
+    # negatives) and never trained: faster early epochs and +0.5 points at 15 (docs/results.md).
     config.stem_whitening = True
     # Cutout: zero a square of this side (pixels) at a random place in each training image,
     # after normalization (so it takes the mean colour); 0: off.
@@ -88,8 +87,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.data_shards = 0
     config.half_precision = False      # bfloat16 activations and matmuls; float32 params
     # On CPU XLA hands convolutions (and dots and reductions) to YNNPACK. False leaves the
-    # training step's convolutions to XLA's own kernels: the default network's step 0.96x the
-    # time, the seed's 0.87x (jax 0.12; README, Speed). Ignored on GPU and TPU.
+    # training step's convolutions to XLA's own kernels, faster here (docs/speed.md).
+    # Ignored on GPU and TPU.
     config.cpu_ynnpack_convolutions = False
     config.distributed = ml_collections.ConfigDict(dict(
         # 'host:port' of process 0; None: a single process, or a TPU pod (found by JAX).
@@ -103,9 +102,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.log_every_steps = 20        # progress bar and TensorBoard refresh
     # Training steps per call from Python, unrolled in one program: >1 hides the host's
     # per-step dispatch where a step is short, at a longer first compile. Divides
-    # log_every_steps; any value gives the same run up to float rounding. Measured
-    # (docs/speed.md): 1.09-1.28x faster steps on a CPU core, first call 36.6 s instead of
-    # 8.1 s (8); one H100: the real epoch 1.41x faster, ~30 s more compile (10): for long runs.
+    # log_every_steps; any value gives the same run up to float rounding. Faster steps, slower
+    # first compile (docs/speed.md): for long runs.
     config.steps_per_dispatch = 1
     config.checkpoint_every_steps = 200  # also checkpoint every this many steps (-1: epochs only)
     config.max_checkpoints_to_keep = 3

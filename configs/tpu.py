@@ -17,8 +17,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.learning_rate = 0.8         # linear scaling of the default's 0.2 at batch 128, damped
     config.log_every_steps = 10
     # A TPU step of this network takes well under a millisecond, less than Python's dispatch
-    # of it: run 10 steps per call, as one program (the usual TPU practice; on an H100 it made
-    # the epoch 1.41x faster and the compile ~30 s longer; TPU unmeasured).
+    # of it: run 10 steps per call, as one program (the usual TPU practice; docs/speed.md).
     config.steps_per_dispatch = 10
     config.half_precision = True       # bfloat16 on the MXU; parameters stay float32
     return config
