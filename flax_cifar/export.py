@@ -12,6 +12,7 @@ weight average where the run keeps one); BatchNorm runs on its statistics, which
 converters fold into the convs. Needs the `export` extra (TensorFlow, onnx, onnxruntime) and
 jax2onnx (pip install --no-deps jax2onnx: its own pin of orbax-checkpoint is older than ours).
 """
+import importlib.util
 import json
 import logging
 import os
@@ -142,10 +143,19 @@ class Runtime:
         return 1000 * statistics.median(times)
 
 
+def _require_converters():
+    missing = [name for name in ('tensorflow', 'jax2onnx', 'onnxruntime')
+               if importlib.util.find_spec(name) is None]
+    if missing:
+        raise InputError(f"--mode=export needs {', '.join(missing)}: pip install -e "
+                         f"'.[export]' && pip install --no-deps jax2onnx")
+
+
 def export(workdir: str, which: str = 'best', calibration_size: int = 500,
            dataset: str | None = None) -> dict:
     """Writes the three models into <workdir>/export, measures each on the test split and
     writes export.json; returns what it wrote there."""
+    _require_converters()
     state, config, class_names, step = evaluation.restore_for_inference(workdir, which)
     dataset = dataset or config.dataset
     test = input_pipeline.load_split(dataset, 'test', config.data_dir,

@@ -66,6 +66,16 @@ def test_predict_from_an_exported_file(exported):
         assert 0 < float(probability) <= 1
 
 
+def test_missing_converter_is_named_with_the_install_command(exported, monkeypatch):
+    workdir, _, _ = exported
+    find_spec = export.importlib.util.find_spec
+    monkeypatch.setattr(export.importlib.util, 'find_spec',
+                        lambda name: None if name == 'jax2onnx' else find_spec(name))
+    with pytest.raises(InputError, match=r"--mode=export needs jax2onnx: pip install -e "
+                                         r"'\.\[export\]' && pip install --no-deps jax2onnx"):
+        export.export(workdir)
+
+
 def test_unconvertible_model_is_refused_naming_the_layer(exported, monkeypatch):
     workdir, _, _ = exported
 
