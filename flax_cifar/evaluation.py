@@ -10,11 +10,10 @@ import ml_collections
 import numpy as np
 import PIL.Image
 from etils import epath
+from jax.sharding import Mesh
 
 matplotlib.use('Agg')  # files only; no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
-
-from jax.sharding import Mesh  # noqa: E402
 
 from flax_cifar import (checkpointing, data_parallel, input_pipeline, optim,  # noqa: E402
                         train_state, validation)
