@@ -231,6 +231,8 @@ def main(argv=None):
     parser.add_argument('--collect_only', action='store_true',
                         help='tabulate the finished runs without training')
     args = parser.parse_args(argv)
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)  # sweep and config files import configs.*
     sweep = load_module(args.sweep_file).get_sweep()
     sweep.setdefault('seeds', [0])
     sweep['overrides'] = {**sweep.get('overrides', {}),

@@ -3,8 +3,8 @@ import os
 
 import pytest
 
-from conftest import rgb_folder
-from flax_cifar import sweep
+from conftest import REPO, rgb_folder
+from flax_cifar import sweep, validation
 
 SWEEP = '''
 def get_sweep():
@@ -34,6 +34,15 @@ def test_grid_names_each_combination_and_keeps_the_common_overrides():
     assert sweep.parse_override('dataset=folder:/x') == ('dataset', 'folder:/x')
     assert sweep.parse_override('model_args.block_depths=(3,3)') == (
         'model_args.block_depths', (3, 3))
+
+
+@pytest.mark.parametrize('name', ['airnet_proxy', 'proxy_check', 'search'])
+def test_every_shipped_sweep_builds_valid_configs(name):
+    shipped = sweep.load_module(os.path.join(REPO, 'configs', 'sweeps', f'{name}.py'))
+    runs = sweep.expand(shipped.get_sweep())
+    assert runs
+    for _, config_file, overrides in runs:
+        validation.validate_config(sweep.build_config(config_file, overrides), num_devices=1)
 
 
 def test_a_run_can_name_its_own_config_file():

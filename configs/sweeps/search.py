@@ -7,30 +7,23 @@ its schedule compressed to 5 epochs; Lookahead, where used, from epoch 1).
 The proxy's rank correlation with 15-epoch runs (configs/sweeps/proxy_check.py) and the
 results: docs/search.md.
 """
+from configs.sweeps import proxy_check
 
 
 def get_sweep():
-    airnet = {'config': 'configs/airnet.py', 'lookahead.start_epoch': 1}
-    return dict(
-        config='configs/default.py',
-        overrides={'num_epochs': 5},
-        runs={
-            'dsresnet': {},
-            'seed': {'config': 'configs/seed.py'},
-            'airnet': airnet,
-            'airnet_batch512': {**airnet, 'batch_size': 512, 'learning_rate': 0.75},
-            'splitnet': {'config': 'configs/splitnet.py', 'lookahead.start_epoch': 1},
-            # Dense 3x3 convs where the resolution is high, separable and dilated after.
-            'dense4_40_96_176': {**airnet, 'model_args.block_features': (40, 96, 176),
-                                 'model_args.dense_convs': 4},
-            'dense2_64_128_256': {**airnet, 'model_args.block_features': (64, 128, 256),
-                                  'model_args.dense_convs': 2},
-            'dense4_32_80_256': {**airnet, 'model_args.block_features': (32, 80, 256),
-                                 'model_args.dense_convs': 4},
-            # Muon (optax.contrib) on the dense and pointwise kernels.
-            'airnet_muon0.24': {**airnet, 'muon_learning_rate': 0.24},
-            'airnet_muon0.08': {**airnet, 'muon_learning_rate': 0.08},
-            'airnet_muon0.6': {**airnet, 'muon_learning_rate': 0.6},
-        },
-        seeds=[0],
-    )
+    sweep = proxy_check.get_sweep()  # its five designs, then the later ones
+    airnet = sweep['runs']['airnet']
+    sweep['runs'].update({
+        # Dense 3x3 convs where the resolution is high, separable and dilated after.
+        'dense4_40_96_176': {**airnet, 'model_args.block_features': (40, 96, 176),
+                             'model_args.dense_convs': 4},
+        'dense2_64_128_256': {**airnet, 'model_args.block_features': (64, 128, 256),
+                              'model_args.dense_convs': 2},
+        'dense4_32_80_256': {**airnet, 'model_args.block_features': (32, 80, 256),
+                             'model_args.dense_convs': 4},
+        # Muon (optax.contrib) on the dense and pointwise kernels.
+        'airnet_muon0.24': {**airnet, 'muon_learning_rate': 0.24},
+        'airnet_muon0.08': {**airnet, 'muon_learning_rate': 0.08},
+        'airnet_muon0.6': {**airnet, 'muon_learning_rate': 0.6},
+    })
+    return sweep
