@@ -61,20 +61,21 @@ def main(argv):
         if FLAGS.mode == 'predict' and FLAGS.exported:
             from flax_cifar import export
             predictions = export.predict_files(FLAGS.exported, argv[1:])
-        else:
-            workdir = workdir_for(FLAGS['config'])
-        if FLAGS.mode == 'train':
-            train.train_and_evaluate(FLAGS.config, workdir)
+        elif FLAGS.mode == 'predict':
+            predictions = evaluation.predict_files(workdir_for(FLAGS['config']), argv[1:],
+                                                   FLAGS.checkpoint)
+        elif FLAGS.mode == 'train':
+            train.train_and_evaluate(FLAGS.config, workdir_for(FLAGS['config']))
         elif FLAGS.mode == 'evaluate':
-            evaluation.evaluate_checkpoint(workdir, FLAGS.checkpoint, dataset)
-        elif FLAGS.mode == 'export':
+            evaluation.evaluate_checkpoint(workdir_for(FLAGS['config']), FLAGS.checkpoint,
+                                           dataset)
+        else:
             from flax_cifar import export
+            workdir = workdir_for(FLAGS['config'])
             print(export.format_report(export.export(workdir, FLAGS.checkpoint,
                                                      dataset=dataset)))
             print(f'Models and export.json: {os.path.join(workdir, "export")}')
-        else:
-            if not FLAGS.exported:
-                predictions = evaluation.predict_files(workdir, argv[1:], FLAGS.checkpoint)
+        if FLAGS.mode == 'predict':
             for path, name, probability in predictions:
                 print(f'{path}\t{name}\t{probability:.4f}')
     except (InputError, FloatingPointError) as e:
