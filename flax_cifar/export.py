@@ -165,7 +165,8 @@ def export(workdir: str, which: str = 'best', calibration_size: int = 500,
     calibration = input_pipeline.load_split(dataset, 'train', config.data_dir,
                                             config.get('data_cache_dir'), train_rows).images
     fn = logits_fn(state, config, len(class_names))
-    jax_scores = np.concatenate([np.asarray(jax.jit(fn)(test.images[i:i + 1000]))
+    jitted = jax.jit(fn)  # one wrapper: each batch shape compiles once
+    jax_scores = np.concatenate([np.asarray(jitted(test.images[i:i + 1000]))
                                  for i in range(0, len(test.images), 1000)])
     jax_accuracy = float(np.mean(jax_scores.argmax(-1) == test.labels))
     paths = [row.path for row in models.layer_table(  # the names errors point to
