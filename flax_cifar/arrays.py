@@ -88,7 +88,7 @@ def write(dataset: str, out: str, data_dir: str | None = None,
     try:
         counts = {}
         for split in splits:
-            data = input_pipeline.load_split(dataset, split, data_dir)
+            data = input_pipeline.load_split(dataset, split, data_dir, cache_dir=None)
             np.save(os.path.join(staging, f'{split}_images.npy'), data.images)
             np.save(os.path.join(staging, f'{split}_labels.npy'), data.labels.astype(np.int32))
             counts[split] = len(data.labels)
