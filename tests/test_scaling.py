@@ -75,8 +75,9 @@ def finished(processes) -> list[str]:
     return outputs
 
 
-# 12 epochs of 6 steps, checkpoints at epoch ends only (so a stop must be agreed on).
-TWO_PROCESS_RUN = ('--config.num_epochs=12', '--config.checkpoint_every_steps=-1',
+# 6 epochs of 6 steps, checkpoints at epoch ends only (so a stop must be agreed on).
+TWO_PROCESS_STEPS = 36
+TWO_PROCESS_RUN = ('--config.num_epochs=6', '--config.checkpoint_every_steps=-1',
                    '--config.log_every_steps=2')
 
 
@@ -99,7 +100,7 @@ def test_two_processes_load_their_own_shards_match_one_and_restore_in_one(
     assert 'Process 1 of 2 holds training rows 24:48 and test rows 6:12' in outputs[1]
     # Restored here, in this single process, from what the two processes wrote together.
     together = evaluation.restore_for_inference(str(workdir), 'latest')[0]
-    assert int(together.step) == 72
+    assert int(together.step) == TWO_PROCESS_STEPS
     assert close((one_process.params, one_process.batch_stats),
                  (together.params, together.batch_stats))
 
@@ -120,13 +121,14 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_saved_step(folder, tw
     assert [p.returncode for p in processes] == [143, 143], outputs[1].decode()[-2000:]
     message = outputs[0].decode().split('SIGTERM: saved a checkpoint at step ')[1]
     saved = int(message.split(';')[0])
-    assert saved % 6 and saved < 72  # mid-epoch: at a sync point, not at a checkpoint
+    # Mid-epoch: at a sync point, not at a checkpoint.
+    assert saved % 6 and saved < TWO_PROCESS_STEPS
     assert str(saved) in os.listdir(workdir / 'checkpoints')
     resumed = finished(two_processes(folder, workdir, *TWO_PROCESS_RUN))
     assert f'Resuming from the checkpoint at step {saved}' in resumed[0]
     final = lambda w: evaluation.restore_for_inference(str(w), 'latest')[0]
     a, b = final(two_process_run[0]), final(workdir)
-    assert int(a.step) == int(b.step) == 72
+    assert int(a.step) == int(b.step) == TWO_PROCESS_STEPS
     assert all(jax.tree.leaves(jax.tree.map(np.array_equal, (a.params, a.batch_stats),
                                             (b.params, b.batch_stats))))
 
