@@ -21,6 +21,9 @@ def folder(tmp_path_factory):
     return rgb_folder(tmp_path_factory.mktemp('data'), train_per_class=16, test_per_class=4)
 
 
+STEPS_PER_EPOCH = 6  # 48 training images, global batch 8
+
+
 def run_main(folder, workdir, devices=1, extra=(), wait=True):
     """main.py with the smoke config, 6 steps of global batch 8, on `devices` CPU devices."""
     env = {**os.environ, 'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}',
@@ -52,7 +55,7 @@ def one_device(folder, tmp_path_factory):
 def test_eight_devices_match_one_device_on_the_same_global_batch(folder, one_device, tmp_path):
     output = run_main(folder, tmp_path, devices=8)
     sharded = evaluation.restore_for_inference(str(tmp_path), 'latest')[0]
-    assert int(sharded.step) == int(one_device.step) == 6
+    assert int(sharded.step) == int(one_device.step) == STEPS_PER_EPOCH
     assert close((one_device.params, one_device.batch_stats),
                  (sharded.params, sharded.batch_stats))
     assert 'Test set' in output
@@ -75,10 +78,11 @@ def finished(processes) -> list[str]:
     return outputs
 
 
-# 6 epochs of 6 steps, checkpoints at epoch ends only (so a stop must be agreed on).
-TWO_PROCESS_STEPS = 36
-TWO_PROCESS_RUN = ('--config.num_epochs=6', '--config.checkpoint_every_steps=-1',
-                   '--config.log_every_steps=2')
+# Checkpoints at epoch ends only, so a stop must be agreed on.
+TWO_PROCESS_EPOCHS = 6
+TWO_PROCESS_STEPS = TWO_PROCESS_EPOCHS * STEPS_PER_EPOCH
+TWO_PROCESS_RUN = (f'--config.num_epochs={TWO_PROCESS_EPOCHS}',
+                   '--config.checkpoint_every_steps=-1', '--config.log_every_steps=2')
 
 
 @pytest.fixture(scope='module')
@@ -122,7 +126,7 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_saved_step(folder, tw
     message = outputs[0].decode().split('SIGTERM: saved a checkpoint at step ')[1]
     saved = int(message.split(';')[0])
     # Mid-epoch: at a sync point, not at a checkpoint.
-    assert saved % 6 and saved < TWO_PROCESS_STEPS
+    assert saved % STEPS_PER_EPOCH and saved < TWO_PROCESS_STEPS
     assert str(saved) in os.listdir(workdir / 'checkpoints')
     resumed = finished(two_processes(folder, workdir, *TWO_PROCESS_RUN))
     assert f'Resuming from the checkpoint at step {saved}' in resumed[0]
