@@ -11,18 +11,22 @@ Usage: ./launch.sh [flags] COMMAND [-- main.py flags]
 Commands:
   create    create the TPU VM (with --queued: a queued resource, waiting until it is ACTIVE)
   copy      copy this checkout to ~/flax_cifar on every worker (with --repo: git clone it)
-  install   make ~/flax_cifar/.venv on every worker with flax_cifar and jax[tpu]
+  install   make ~/flax_cifar/.venv on every worker: uv, a Python of --python (not the
+            image's python3, 3.10 on every TPU image), flax_cifar and --jax
   train     start main.py on every worker in the background (log: ~/flax_cifar/train.log)
-  logs      stream worker 0's log (process 0 is the one that prints)
+  logs      stream worker 0's log (process 0 is the one that prints) until its run ends
   delete    delete the TPU VM (and its queued resource)
   up        create, copy, install, train, logs
 
 Flags:
   --name NAME         TPU name (default: flax-cifar)
   --zone ZONE         zone, e.g. us-central2-b (required)
-  --tpu-type TYPE     accelerator type, e.g. v4-8, v4-32, v5litepod-16 (default: v4-8)
-  --version VERSION   TPU runtime version (default: tpu-ubuntu2204-base;
-                      v5e: v2-alpha-tpuv5-lite, v5p: v2-alpha-tpuv5)
+  --tpu-type TYPE     accelerator type, e.g. v4-8, v4-32, v5litepod-16, v6e-8 (default: v4-8)
+  --version VERSION   TPU software version (default: the one for --tpu-type:
+                      tpu-ubuntu2204-base up to v4, v2-alpha-tpuv5-lite for v5e,
+                      v2-alpha-tpuv5 for v5p, v2-alpha-tpuv6e for v6e)
+  --python VERSION    the workers' Python, installed by uv (default: 3.12; at least 3.11)
+  --jax SPEC          the JAX requirement installed on the workers (default: jax[tpu])
   --project PROJECT   Google Cloud project (default: gcloud's configured one)
   --spot              spot (preemptible) capacity; runs resume from the workdir after preemption
   --queued            create through a queued resource instead of a direct create
@@ -36,14 +40,16 @@ Anything after -- goes to main.py, e.g. -- --config.num_epochs=30
 USAGE
 }
 
-name=flax-cifar zone= tpu_type=v4-8 version=tpu-ubuntu2204-base project= spot=0 queued=0
-config=configs/tpu.py workdir= repo= dry_run=0 command= extra=()
+name=flax-cifar zone= tpu_type=v4-8 version= project= spot=0 queued=0 python=3.12
+jax_spec='jax[tpu]' config=configs/tpu.py workdir= repo= dry_run=0 command= extra=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --name) name=$2; shift 2 ;;
     --zone) zone=$2; shift 2 ;;
     --tpu-type) tpu_type=$2; shift 2 ;;
     --version) version=$2; shift 2 ;;
+    --python) python=$2; shift 2 ;;
+    --jax) jax_spec=$2; shift 2 ;;
     --project) project=$2; shift 2 ;;
     --spot) spot=1; shift ;;
     --queued) queued=1; shift ;;
@@ -61,6 +67,18 @@ while [[ $# -gt 0 ]]; do
 done
 [[ -n $command ]] || { usage >&2; exit 2; }
 [[ -n $zone ]] || { echo "error: --zone is required (see ./launch.sh --help)" >&2; exit 2; }
+[[ $python =~ ^3\.(1[1-9]|[2-9][0-9])(\.[0-9]+)?$ ]] || {
+  echo "error: --python $python: flax_cifar needs Python 3.11 or newer" >&2; exit 2; }
+
+default_version() {  # the TPU software version of an accelerator type
+  case $1 in
+    v5litepod-*|v5e-*) echo v2-alpha-tpuv5-lite ;;
+    v5p-*) echo v2-alpha-tpuv5 ;;
+    v6e-*) echo v2-alpha-tpuv6e ;;
+    *) echo tpu-ubuntu2204-base ;;
+  esac
+}
+[[ -n $version ]] || version=$(default_version "$tpu_type")
 
 common=(--zone="$zone")
 [[ -z $project ]] || common+=(--project="$project")
@@ -114,19 +132,24 @@ copy() {
 }
 
 install() {
-  on_workers "cd ~/flax_cifar && python3 -m venv .venv && .venv/bin/pip install -q -e '.[tfds]' 'jax[tpu]'"
+  # uv installs a Python of its own where the image has none of the asked version: every TPU
+  # image's python3 is 3.10, older than jax, flax and orbax accept.
+  on_workers "cd ~/flax_cifar && { command -v uv >/dev/null || python3 -m pip install --user --quiet uv; } \
+&& export PATH=\"\$HOME/.local/bin:\$PATH\" && uv venv --quiet --clear --python $python .venv \
+&& uv pip install --quiet --python .venv/bin/python -e '.[tfds,gcs]' $(quote "$jax_spec")"
 }
 
 train() {
   [[ $workdir == gs://* ]] || { echo "error: --workdir must be a gs:// path that every worker can reach" >&2; exit 2; }
   local args
   args=$(printf ' %q' --config "$config" --workdir "$workdir" "${extra[@]}")
-  on_workers "cd ~/flax_cifar && nohup .venv/bin/python main.py$args > train.log 2>&1 &"
+  # The process id goes to train.pid: `logs` follows the log until that process ends.
+  on_workers "cd ~/flax_cifar && { nohup .venv/bin/python main.py$args > train.log 2>&1 & echo \$! > train.pid; }"
 }
 
 logs() {
   run gcloud compute tpus tpu-vm ssh "$name" "${common[@]}" --worker=0 \
-    --command="tail -n +1 -f ~/flax_cifar/train.log"
+    --command="tail -n +1 --pid=\$(cat ~/flax_cifar/train.pid) -f ~/flax_cifar/train.log"
 }
 
 delete() {

@@ -8,6 +8,7 @@
 """
 import os
 import sys
+import traceback
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TF's C++ start-up chatter
 from absl import app, flags, logging
@@ -79,7 +80,20 @@ def main(argv):
             for path, name, probability in predictions:
                 print(f'{path}\t{name}\t{probability:.4f}')
     except (InputError, FloatingPointError) as e:
-        sys.exit(f'error: {e}')
+        _exit_job(f'error: {e}')
+    except Exception:
+        _exit_job(traceback.format_exc())
+
+
+def _exit_job(message: str):
+    """Exits with `message`. In a job of several processes, at once: a normal exit would
+    wait minutes at JAX's shutdown barrier for processes that will never reach it."""
+    import jax
+    if jax.process_count() == 1:
+        sys.exit(message)
+    print(message, file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1)
 
 
 if __name__ == '__main__':

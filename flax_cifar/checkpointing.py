@@ -23,13 +23,14 @@ from etils import epath
 from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
-from flax_cifar import errors, validation
+from flax_cifar import errors, storage, validation
 from flax_cifar.errors import InputError
 
 BEST_METRIC = 'test_accuracy'
 
 
 ITEMS = ('state', 'meta')
+COMMIT_MARKER = 'commit_success.txt'  # Orbax's mark of a finished save on Cloud Storage
 # The JSON files of a step, which Orbax parses on opening the directory or restoring.
 JSON_FILES = ('_CHECKPOINT_METADATA', 'metrics/metrics', 'meta/metadata', 'state/_METADATA',
               'state/_sharding')
@@ -69,7 +70,9 @@ class Checkpoints:
     """The latest `keep` steps plus the best by test accuracy, saved asynchronously."""
 
     def __init__(self, workdir: str, keep: int = 3, read_only: bool = False):
-        self.workdir = epath.Path(workdir).absolute()  # local paths or gs://
+        self.workdir = epath.Path(workdir)  # local paths or gs://
+        if not storage.is_remote(workdir):
+            self.workdir = self.workdir.absolute()
         self.directory = self.workdir / 'checkpoints'
         policy = ocp.checkpoint_managers.AnyPreservationPolicy([
             ocp.checkpoint_managers.LatestN(n=keep),
@@ -88,9 +91,14 @@ class Checkpoints:
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def _step_dirs(self) -> dict[int, epath.Path]:
-        """Finalized steps: Orbax writes under a temporary name and renames to the step."""
+        """Finalized steps. Locally Orbax writes under a temporary name and renames to the
+        step; on Cloud Storage, which cannot rename, it writes the step in place and marks
+        it done with COMMIT_MARKER last (an unmarked step is a save that never finished,
+        which Orbax overwrites)."""
+        remote = storage.is_remote(str(self.directory))
         return {int(p.name): p for p in self.directory.iterdir()
-                if p.name.isdigit() and p.is_dir()}
+                if p.name.isdigit() and p.is_dir()
+                and (not remote or (p / COMMIT_MARKER).exists())}
 
     def _set_aside_damaged_steps(self, read_only: bool):
         steps = self._step_dirs()
@@ -129,7 +137,7 @@ class Checkpoints:
     def restore(self, step: int, state, architecture: dict) -> tuple:
         """(state, meta) of `step`; raises CheckpointMismatchError for another network."""
         step_dir = self.directory / str(step)
-        if (step_dir / 'commit_success.txt').exists() and not (step_dir / 'meta').is_dir():
+        if (step_dir / COMMIT_MARKER).exists() and not (step_dir / 'meta').is_dir():
             raise CheckpointMismatchError(
                 f'checkpoint step {step} in {self.directory} has no meta item: another '
                 f'program or an older flax_cifar wrote it; use another --workdir')

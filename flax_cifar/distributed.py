@@ -26,6 +26,11 @@ def maybe_initialize(config: ml_collections.ConfigDict) -> bool:
                                    process_id=settings.process_id)
         return True
     if on_multihost_tpu():
-        jax.distributed.initialize()
+        # JAX finds a TPU slice's hosts itself. A launcher may name them instead (the stand-in
+        # pod of tests/test_pod.py does): JAX reads JAX_COORDINATOR_ADDRESS, and these two.
+        layout = {key: int(os.environ[name]) for key, name in (
+            ('num_processes', 'JAX_NUM_PROCESSES'), ('process_id', 'JAX_PROCESS_ID'))
+            if name in os.environ}
+        jax.distributed.initialize(**layout)
         return True
     return False

@@ -23,8 +23,9 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
-from flax_cifar import evaluation, input_pipeline, models, train_state
+from flax_cifar import evaluation, input_pipeline, models, storage, train_state
 from flax_cifar.errors import InputError
 from flax_cifar.train_state import inference_variables
 
@@ -101,25 +102,27 @@ class Runtime:
     """One exported model in its own runtime (LiteRT or ONNX Runtime), one thread, fed one
     image at a time: scores(images) -> (N, classes) float32, dequantized for int8."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, model: bytes | None = None):
+        """The model `path` names (its suffix the format), read from there unless given."""
         self.path = path
+        if not path.endswith(('.onnx', '.tflite')):
+            raise InputError(f'--exported {path}: not a .tflite or .onnx file')
+        model = epath.Path(path).read_bytes() if model is None else model  # local or gs://
         if path.endswith('.onnx'):
             import onnxruntime
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = options.inter_op_num_threads = 1
-            self.session = onnxruntime.InferenceSession(path, options,
+            self.session = onnxruntime.InferenceSession(model, options,
                                                         providers=['CPUExecutionProvider'])
             self.input_name = self.session.get_inputs()[0].name
             self.run_one = lambda image: self.session.run(None, {self.input_name: image})[0]
-        elif path.endswith('.tflite'):
+        else:
             import tensorflow as tf
-            self.interpreter = tf.lite.Interpreter(model_path=path, num_threads=1)
+            self.interpreter = tf.lite.Interpreter(model_content=model, num_threads=1)
             self.interpreter.allocate_tensors()
             self.input = self.interpreter.get_input_details()[0]
             self.output = self.interpreter.get_output_details()[0]
             self.run_one = self._tflite_one
-        else:
-            raise InputError(f'--exported {path}: not a .tflite or .onnx file')
 
     def _tflite_one(self, image):
         self.interpreter.set_tensor(self.input['index'], image.astype(self.input['dtype']))
@@ -173,8 +176,8 @@ def export(workdir: str, which: str = 'best', calibration_size: int = 500,
         train_state.create_model(config, len(class_names)))]
     layers = sorted(set(paths), key=len, reverse=True) + list(
         dict.fromkeys(p.split('/')[0] for p in paths))
-    out = os.path.join(workdir, 'export')
-    os.makedirs(out, exist_ok=True)
+    out = storage.join(workdir, 'export')
+    epath.Path(out).mkdir(parents=True, exist_ok=True)
     report = {'checkpoint': {'workdir': workdir, 'which': which, 'step': step},
               'class_names': class_names, 'jax_test_accuracy': jax_accuracy,
               'test_images': len(test.labels), 'calibration_images': len(calibration),
@@ -190,11 +193,9 @@ def export(workdir: str, which: str = 'best', calibration_size: int = 500,
         except Exception as e:  # the converters raise many kinds, with long messages
             raise InputError(f'export: {converter} cannot convert {name}, at layer '
                              f'{_culprit(e, layers)}') from None
-        path = os.path.join(out, name)
-        with open(path + '.tmp', 'wb') as f:
-            f.write(blob)
-        os.replace(path + '.tmp', path)
-        runtime = Runtime(path)
+        path = storage.join(out, name)
+        storage.write_atomic(path, blob)
+        runtime = Runtime(path, blob)
         if name == INT8_TFLITE:
             scale, zero_point = runtime.input['quantization']
             if (scale, zero_point) != (1.0, 0):
@@ -208,12 +209,11 @@ def export(workdir: str, which: str = 'best', calibration_size: int = 500,
                        else 'ONNX Runtime',
             'test_accuracy': float(np.mean(predictions == test.labels)),
             'agrees_with_jax': float(np.mean(predictions == jax_scores.argmax(-1))),
-            'size_kb': os.path.getsize(path) / 1024,
+            'size_kb': len(blob) / 1024,
             'latency_ms': runtime.latency_ms(test.images[0]),
             **({'output_quantization': list(map(float, runtime.output['quantization']))}
                if name == INT8_TFLITE else {})}
-    with open(os.path.join(out, INFO), 'w') as f:
-        json.dump(report, f, indent=1)
+    storage.write_atomic(storage.join(out, INFO), json.dumps(report, indent=1))
     return report
 
 
@@ -232,12 +232,11 @@ def format_report(report: dict) -> str:
 
 def predict_files(model_path: str, paths: list[str]) -> list[tuple]:
     """(path, class name, probability) per image file, from an exported model."""
-    info_path = os.path.join(os.path.dirname(model_path), INFO)
-    if not os.path.exists(model_path):
+    info_path = storage.join(os.path.dirname(model_path), INFO)
+    if not epath.Path(model_path).exists():
         raise InputError(f'--exported {model_path}: no such file')
     try:
-        with open(info_path) as f:
-            class_names = json.load(f)['class_names']
+        class_names = json.loads(epath.Path(info_path).read_text())['class_names']
     except (OSError, ValueError, KeyError) as e:
         raise InputError(f'{info_path}: needed for the class names ({type(e).__name__})') from None
     images = np.stack([evaluation.load_image(p) for p in paths])

@@ -35,7 +35,8 @@ def default_cache_dir() -> str:
 def _arrays_path(dataset: str) -> str | None:
     if not dataset.startswith(ARRAYS_PREFIX):
         return None
-    return os.path.expanduser(dataset[len(ARRAYS_PREFIX):])
+    path = dataset[len(ARRAYS_PREFIX):]
+    return path if '://' in path else os.path.expanduser(path)
 
 
 def _tfds_source():

@@ -6,7 +6,7 @@ import time
 from etils import epath  # local paths and gs:// alike
 from tensorboardX import SummaryWriter  # TensorBoard event files without TensorFlow
 
-from flax_cifar import errors
+from flax_cifar import errors, storage
 
 
 class MetricWriter:
@@ -43,10 +43,8 @@ class MetricWriter:
             self._replace(''.join(json.dumps(r) + '\n' for r in kept))
 
     def _replace(self, text: str):
-        """metrics.jsonl becomes `text` whole or not at all (written aside, then renamed)."""
-        temporary = epath.Path(self.jsonl_path + '.tmp')
-        temporary.write_text(text)
-        temporary.replace(self.jsonl_path)
+        """metrics.jsonl becomes `text` whole or not at all."""
+        storage.write_atomic(self.jsonl_path, text)
 
     def write_scalars(self, step: int, scalars: dict):
         if not self.enabled:

@@ -20,15 +20,20 @@ import argparse
 import ast
 import csv
 import importlib.util
+import io
 import itertools
 import json
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 import ml_collections
+from etils import epath
+
+from flax_cifar import storage
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DONE = 'sweep_done.json'  # written into a run's workdir when main.py exits 0
@@ -106,18 +111,24 @@ def command(config_file: str, overrides: dict, seed: int, workdir: str) -> list[
 def run_one(job: dict, gpu: str | None) -> tuple[str, int]:
     """Trains one (run, seed) unless it finished before; its output goes to <workdir>.log."""
     workdir = job['workdir']
-    if os.path.exists(os.path.join(workdir, DONE)):
+    if epath.Path(storage.join(workdir, DONE)).exists():
         return workdir, 0
     env = dict(os.environ)
     if gpu is not None:
         env['CUDA_VISIBLE_DEVICES'] = gpu
     print(f'start {os.path.basename(workdir)}', flush=True)
-    with open(workdir + '.log', 'a') as log:
+    log_path = workdir + '.log'
+    # An object cannot be appended to: a gs:// root's log is written here, then uploaded.
+    local_log = (os.path.join(tempfile.mkdtemp(), 'run.log') if storage.is_remote(log_path)
+                 else log_path)
+    with open(local_log, 'a') as log:
         code = subprocess.run(job['command'], stdout=log, stderr=subprocess.STDOUT,
                               env=env).returncode
+    if local_log != log_path:
+        earlier = epath.Path(log_path).read_bytes() if epath.Path(log_path).exists() else b''
+        storage.write_atomic(log_path, earlier + open(local_log, 'rb').read())
     if code == 0:
-        with open(os.path.join(workdir, DONE), 'w') as f:
-            json.dump({'command': job['command']}, f)
+        storage.write_atomic(storage.join(workdir, DONE), json.dumps({'command': job['command']}))
     print(f'{"done" if code == 0 else f"FAILED ({code})"} {os.path.basename(workdir)}',
           flush=True)
     return workdir, code
@@ -151,10 +162,10 @@ def parameter_count(config: ml_collections.ConfigDict) -> int:
 
 def read_result(workdir: str) -> dict | None:
     """Final test accuracy, epochs and training seconds of a finished run, else None."""
-    if not os.path.exists(os.path.join(workdir, DONE)):
+    if not epath.Path(storage.join(workdir, DONE)).exists():
         return None
     from flax_cifar import metric_writers
-    records = metric_writers.read_records(os.path.join(workdir, 'metrics.jsonl'))
+    records = metric_writers.read_records(storage.join(workdir, 'metrics.jsonl'))
     if not records:
         return None
     return {'accuracy': records[-1]['test_accuracy'], 'epochs': len(records),
@@ -182,17 +193,17 @@ def summarize(runs: list[tuple[str, str, dict]], sweep: dict, root: str) -> list
 
 
 def write_tables(rows: list[dict], root: str) -> None:
-    with open(os.path.join(root, 'results.csv'), 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO(newline='')
+    writer = csv.DictWriter(table, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    storage.write_atomic(storage.join(root, 'results.csv'), table.getvalue())
     columns = list(rows[0])
     lines = ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
     for row in sorted(rows, key=lambda r: -(r['mean_accuracy'] or 0)):
         lines.append('| ' + ' | '.join('' if row[c] is None else str(row[c]).replace('|', '/')
                                        for c in columns) + ' |')
-    with open(os.path.join(root, 'results.md'), 'w') as f:
-        f.write('\n'.join(lines) + '\n')
+    storage.write_atomic(storage.join(root, 'results.md'), '\n'.join(lines) + '\n')
 
 
 def plot_frontier(rows: list[dict], root: str) -> str | None:
@@ -214,9 +225,11 @@ def plot_frontier(rows: list[dict], root: str) -> str | None:
         axis.set_ylabel('test accuracy (%)')
         axis.grid(alpha=0.3)
     fig.tight_layout()
-    path = os.path.join(root, 'frontier.png')
-    fig.savefig(path, dpi=110)
+    path = storage.join(root, 'frontier.png')
+    image = io.BytesIO()
+    fig.savefig(image, format='png', dpi=110)
     plt.close(fig)
+    storage.write_atomic(path, image.getvalue())
     return path
 
 
@@ -246,7 +259,7 @@ def main(argv=None):
             build_config(config_file, overrides)
         except (KeyError, AttributeError, TypeError) as e:
             raise SystemExit(f'error: sweep run {name!r}: override {e.args[0]}') from None
-    os.makedirs(args.root, exist_ok=True)
+    epath.Path(args.root).mkdir(parents=True, exist_ok=True)
     failed = []
     if not args.collect_only:
         jobs = [{'workdir': os.path.join(args.root, f'{name}_s{seed}'),
@@ -257,7 +270,7 @@ def main(argv=None):
     rows = summarize(runs, sweep, args.root)
     write_tables(rows, args.root)
     plot = plot_frontier(rows, args.root)
-    print(open(os.path.join(args.root, 'results.md')).read())
+    print(epath.Path(storage.join(args.root, 'results.md')).read_text())
     print(f'Tables: {args.root}/results.md, results.csv; plot: {plot}')
     if failed:
         raise SystemExit(f'error: {len(failed)} run(s) failed; see their logs: '

@@ -337,7 +337,7 @@ def setup_run(config: ml_collections.ConfigDict, workdir: str):
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     """Train `config` in `workdir`, resuming from its newest intact checkpoint."""
     validation.validate_config(config)  # a bad config is refused before the lock is taken
-    lock = workdir_lock.WorkdirLock(workdir) if jax.process_index() == 0 else None
+    lock = workdir_lock.acquire_on_chief(workdir)
     try:
         return _train_and_evaluate(config, workdir)
     finally:

@@ -6,15 +6,14 @@ import os
 
 import jax
 import ml_collections
+from etils import epath
 
-from flax_cifar import augment, input_pipeline, models, optim, xla_options
-from flax_cifar.errors import InputError
+from flax_cifar import augment, input_pipeline, models, optim, storage, xla_options
+from flax_cifar.errors import ConfigError, InputError
 
 # Fields that define the network's parameters: a checkpoint only fits a config that agrees.
 
 
-class ConfigError(InputError):
-    pass
 
 
 def _require(ok: bool, message: str):
@@ -118,8 +117,9 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
              f'config.dataset={dataset!r} must be a TFDS name, folder:/path or arrays:/path')
     for prefix in (input_pipeline.FOLDER_PREFIX, input_pipeline.ARRAYS_PREFIX):
         if dataset.startswith(prefix):
-            root = os.path.expanduser(dataset[len(prefix):])
-            _require(os.path.isdir(root), f'config.dataset: folder {root!r} does not exist')
+            root = dataset[len(prefix):]
+            root = root if storage.is_remote(root) else os.path.expanduser(root)
+            _require(epath.Path(root).is_dir(), f'config.dataset: folder {root!r} does not exist')
 
 
 def uses_ema(config: ml_collections.ConfigDict) -> bool:

