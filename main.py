@@ -51,8 +51,9 @@ def main(argv):
         raise app.UsageError('--config is needed to train, e.g. --config configs/default.py')
     if FLAGS.mode == 'predict' and len(argv) < 2:
         raise app.UsageError('--mode=predict takes image files as arguments')
-    from flax_cifar import distributed, evaluation, train, xla_options
+    from flax_cifar import xla_options
     from flax_cifar.errors import InputError
+    from flax_cifar.parallel import distributed
 
     xla_options.use_compilation_cache()
     if FLAGS.mode == 'train':
@@ -63,13 +64,15 @@ def main(argv):
             from flax_cifar import export
             predictions = export.predict_files(FLAGS.exported, argv[1:])
         elif FLAGS.mode == 'predict':
-            predictions = evaluation.predict_files(workdir_for(FLAGS['config']), argv[1:],
-                                                   FLAGS.checkpoint)
+            from flax_cifar.evaluation import inference
+            predictions = inference.predict_files(workdir_for(FLAGS['config']), argv[1:],
+                                                  FLAGS.checkpoint)
         elif FLAGS.mode == 'train':
+            from flax_cifar.training import train
             train.train_and_evaluate(FLAGS.config, workdir_for(FLAGS['config']))
         elif FLAGS.mode == 'evaluate':
-            evaluation.evaluate_checkpoint(workdir_for(FLAGS['config']), FLAGS.checkpoint,
-                                           dataset)
+            from flax_cifar.evaluation import report
+            report.evaluate_checkpoint(workdir_for(FLAGS['config']), FLAGS.checkpoint, dataset)
         else:
             from flax_cifar import export
             workdir = workdir_for(FLAGS['config'])

@@ -1,6 +1,6 @@
 """Where a training step's time goes, layer by layer: forward and backward of each leaf layer.
 
-  python benchmarks/layer_profile.py --config configs/seed.py [--steps 5]
+  python benchmarks/layer_profile.py --config configs/seednet.py [--steps 5]
 
 Runs the model once in train mode on a random batch of config.batch_size, records every leaf
 layer's call (convs, BatchNorm, dropout, pooling, dense: the rows of the summary table) with
@@ -23,7 +23,8 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from flax_cifar import models, train_state  # noqa: E402
+from flax_cifar.models import summary
+from flax_cifar.training import train_state  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training configuration.', lock_config=True)
@@ -36,7 +37,7 @@ def leaf_calls(model: nn.Module, x: jax.Array) -> list[tuple[str, nn.Module, jax
 
     def record(next_fun, args, kwargs, context):
         if context.method_name == '__call__' and isinstance(context.module,
-                                                           models.LEAF_LAYERS):
+                                                           summary.LEAF_LAYERS):
             module = context.module
             calls.append(('/'.join(module.scope.path), module.clone(parent=None), args[0]))
         return next_fun(*args, **kwargs)

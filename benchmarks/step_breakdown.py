@@ -1,6 +1,7 @@
 """Where a training step's time goes: forward (eval and train mode), gradient, whole step.
 
-  python benchmarks/step_breakdown.py --config configs/seed.py [--config.model_args.dropout_rate=0]
+  python benchmarks/step_breakdown.py --config configs/seednet.py \
+      [--config.model_args.dropout_rate=0]
 
 Times each piece, jitted, on a random batch of config.batch_size (mean of --steps calls after
 one warm-up call), so that e.g. dropout's or BatchNorm's share shows as a difference.
@@ -19,7 +20,9 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from flax_cifar import optim, train, train_state, xla_options  # noqa: E402
+from flax_cifar import xla_options
+from flax_cifar.training import optim, train_state
+from flax_cifar.training import step as step_lib
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training configuration.', lock_config=True)
@@ -66,7 +69,7 @@ def main(argv):
                                variables, batch['image']),
         'forward, train mode': (jit(forward_train), state.params, batch['image']),
         'gradient': (jit(jax.grad(loss)), state.params, batch['image']),
-        'whole train step': (jit(lambda s: train.train_step(s, batch, jax.random.key(1),
+        'whole train step': (jit(lambda s: step_lib.train_step(s, batch, jax.random.key(1),
                                                             config.label_smoothing)), state),
     }
     print(f'{config.model} {dict(config.model_args)} batch {config.batch_size}, '

@@ -1,8 +1,8 @@
 """Where the compiled training step's time goes as XLA runs it: per layer, forward and backward.
 
-  python benchmarks/step_profile.py --config configs/seed.py [--steps 5] [--top 12]
+  python benchmarks/step_profile.py --config configs/seednet.py [--steps 5] [--top 12]
 
-Traces --steps calls of the jitted `train.train_step` with `jax.profiler` (a Perfetto trace),
+Traces --steps calls of the jitted `step.train_step` with `jax.profiler` (a Perfetto trace),
 maps each op XLA ran back to the layer and pass that JAX wrote into the op's metadata (an op
 of the backward pass has `transpose(` in its name; the loss's and optimizer's ops and those
 XLA made without metadata, such as some kernel gradients' convolutions, are "other"), and
@@ -33,7 +33,8 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from benchmarks import step_breakdown  # noqa: E402  (its --config and --steps flags)
-from flax_cifar import models, train, xla_options  # noqa: E402
+from flax_cifar import models, xla_options
+from flax_cifar.training import step as step_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('top', 12, 'Most expensive ops to list.')
@@ -88,7 +89,7 @@ def main(argv):
     del argv
     config = FLAGS.config
     model, state, batch = step_breakdown.random_setup(config)
-    step = jax.jit(lambda s: train.train_step(s, batch, jax.random.key(1),
+    step = jax.jit(lambda s: step_lib.train_step(s, batch, jax.random.key(1),
                                               config.label_smoothing),
                    compiler_options=xla_options.training_options(config)).lower(state).compile()
     entry, lines = parse_hlo(step.as_text())

@@ -1,10 +1,11 @@
 """Steps per dispatch: N jitted single steps against one program of N steps.
 
-  python benchmarks/steps_per_dispatch.py --config configs/seed.py --steps_per_dispatch 8 [--scan]
+  python benchmarks/steps_per_dispatch.py --config configs/seednet.py --steps_per_dispatch 8 \
+      [--scan]
 
-Both run `train.train_step` on the same random batches (batch config.batch_size), alternated
+Both run `step.train_step` on the same random batches (batch config.batch_size), alternated
 --alternations times, each timing two calls of N steps after a warm-up; prints ms per step.
-The N steps are unrolled in one program, as `train.make_multi_step_fn` builds them, or with
+The N steps are unrolled in one program, as `step.make_multi_step_fn` builds them, or with
 --scan a lax.scan over them (XLA's CPU backend ran that loop's body at half speed).
 """
 import functools
@@ -20,7 +21,9 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from flax_cifar import optim, train, train_state, xla_options  # noqa: E402
+from flax_cifar import xla_options
+from flax_cifar.training import optim, train_state
+from flax_cifar.training import step as step_lib
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training configuration.', lock_config=True)
@@ -40,7 +43,7 @@ def main(argv):
     labels = jnp.asarray(rng.integers(0, 10, (n, config.batch_size)), jnp.int32)
 
     def step(state, batch):
-        return train.train_step(state, {'image': batch[0], 'label': batch[1]},
+        return step_lib.train_step(state, {'image': batch[0], 'label': batch[1]},
                                 jax.random.key(1), config.label_smoothing)
 
     options = xla_options.training_options(config)

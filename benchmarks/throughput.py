@@ -1,17 +1,17 @@
 """Throughput of any config on this machine: the jitted step, a real epoch, evaluation, compile.
 
-  python benchmarks/throughput.py --config configs/seed.py \
+  python benchmarks/throughput.py --config configs/seednet.py \
       --config.dataset=folder:/path/to/cifar10 [--config.batch_size=128] [--json]
 
-Measures, through the same functions `main.py` trains with (`train.setup_run`):
+Measures, through the same functions `main.py` trains with:
   startup_s           from this command's start to the end of the first training step:
                       imports, data loading (decoded-folder cache included), compile
   compile_s           XLA compilation of the train step (a load from disk once the persistent
                       compilation cache holds it, as main.py uses it)
   train_images_per_s  the jitted step alone, on the device-resident training split
-  epoch_images_per_s  one real epoch (`Run.train_epoch`: epoch order, host bookkeeping,
-                      progress and metrics, config.steps_per_dispatch steps per call) over
-                      the config's dataset
+  epoch_images_per_s  the second epoch of `train_and_evaluate` itself (epoch order, host
+                      bookkeeping, progress and metrics, config.steps_per_dispatch steps per
+                      call) over the config's dataset, from its metrics.jsonl
   eval_images_per_s   the whole test split through the evaluation step
   flops_per_image     XLA's cost analysis of the train step (forward, backward, update) / batch
   gflops_per_s        flops_per_image x train_images_per_s
@@ -21,22 +21,28 @@ import time
 
 START = time.time()  # before the heavy imports: they are part of the time to the first step
 
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
+import contextlib
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jax  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
 
-from flax_cifar import data_parallel, host_data, models, train, xla_options  # noqa: E402
+from flax_cifar import validation, xla_options
+from flax_cifar.data import host_data
+from flax_cifar.evaluation import evaluate, views
+from flax_cifar.models import kernels
+from flax_cifar.parallel import data_parallel
+from flax_cifar.training import metric_writers, optim, train, train_state
+from flax_cifar.training import step as step_lib
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training configuration.', lock_config=True)
@@ -46,7 +52,7 @@ flags.DEFINE_integer('epoch_steps', -1, 'Steps of the real epoch (-1: a whole ep
 flags.DEFINE_bool('compilation_cache', True, 'Use the persistent compilation cache, as main.py '
                   'does (--nocompilation_cache: a cold start).')
 flags.DEFINE_bool('json', False, 'Print one JSON object instead of rows.')
-flags.DEFINE_enum('depthwise_implementation', None, list(models.IMPLEMENTATIONS),
+flags.DEFINE_enum('depthwise_implementation', None, list(kernels.IMPLEMENTATIONS),
                   'How true depthwise convs compute (default: the model\'s, "auto": by backend).')
 
 
@@ -57,19 +63,34 @@ def train_step_flops(compiled) -> float:
     return float(analysis['flops'])
 
 
-def time_steps(run, state, order, first_index: int):
+def time_steps(train_fn, state, data, order, steps_per_epoch: int, batch_size: int):
     """Median images/s over FLAGS.repeats windows of FLAGS.steps steps (after a warm-up)."""
-    images, labels = run.train
-    index = first_index
-    rates = []
+    index, rates = 1, []
     for _ in range(FLAGS.repeats + 1):  # the first window warms caches and is dropped
         start = time.perf_counter()
         for _ in range(FLAGS.steps):
-            state, metrics = run.train_fn(state, images, labels, order, index % run.steps_per_epoch)
+            state, metrics = train_fn(state, data.train_images, data.train_labels, order,
+                                      index % steps_per_epoch)
             index += 1
         jax.block_until_ready(metrics)
-        rates.append(FLAGS.steps * run.config.batch_size / (time.perf_counter() - start))
+        rates.append(FLAGS.steps * batch_size / (time.perf_counter() - start))
     return state, statistics.median(rates[1:])
+
+
+def real_epoch_rate(config, steps_per_epoch: int) -> tuple[float, int]:
+    """(images/s, steps) of the second epoch of `train_and_evaluate` itself (the first pays
+    the compiles), from its metrics.jsonl: epoch order, progress, metrics, dispatch."""
+    steps = steps_per_epoch if FLAGS.epoch_steps < 0 else min(FLAGS.epoch_steps,
+                                                              steps_per_epoch)
+    with tempfile.TemporaryDirectory() as workdir:
+        quiet = config.copy_and_resolve_references()
+        quiet.num_train_steps = steps_per_epoch + steps
+        quiet.num_epochs = 2
+        with open(os.devnull, 'w') as devnull, contextlib.redirect_stdout(devnull), \
+                contextlib.redirect_stderr(devnull):
+            train.train_and_evaluate(quiet, workdir)
+        second = metric_writers.read_records(os.path.join(workdir, 'metrics.jsonl'))[1]
+    return steps * config.batch_size / second['epoch_time_s'], steps
 
 
 def measure(config) -> dict:
@@ -78,41 +99,35 @@ def measure(config) -> dict:
         with config.unlocked():
             config.model_args.depthwise_implementation = FLAGS.depthwise_implementation
     config.checkpoint_every_steps = -1
-    with tempfile.TemporaryDirectory() as workdir:
-        run, state, _, _ = train.setup_run(config, workdir)
-        images, labels = run.train
-        order = data_parallel.by_host(run.mesh, data_parallel.host_block(
-            host_data.epoch_order(config.seed, 0, run.num_train_examples, run.shards)))
+    validation.validate_config(config)
+    mesh = data_parallel.create_mesh()
+    data = host_data.load_host_data(config, mesh)
+    plan = train.plan_steps(config, data.num_train, data.shards)
+    model = train_state.create_model(config, len(data.class_names))
+    learning_rate_fn = optim.create_learning_rate_fn(config, plan.schedule_steps)
+    state = train_state.create_train_state(
+        jax.random.key(config.seed), model, optim.create_optimizer(config, learning_rate_fn),
+        ema=validation.uses_ema(config))
+    train_fn = step_lib.make_train_fn(config, mesh, plan.steps_per_epoch, plan.schedule_steps)
+    order = data_parallel.by_host(mesh, data_parallel.host_block(
+        host_data.epoch_order(config.seed, 0, data.num_train, data.shards)))
 
-        start = time.perf_counter()
-        compiled = run.train_fn.lower(state, images, labels, order, 0).compile()
-        compile_s = time.perf_counter() - start
-        state, metrics = run.train_fn(state, images, labels, order, 0)
-        jax.block_until_ready(metrics)
-        startup_s = time.time() - START
+    start = time.perf_counter()
+    compiled = train_fn.lower(state, data.train_images, data.train_labels, order, 0).compile()
+    compile_s = time.perf_counter() - start
+    state, metrics = train_fn(state, data.train_images, data.train_labels, order, 0)
+    jax.block_until_ready(metrics)
+    startup_s = time.time() - START
+    state, train_rate = time_steps(train_fn, state, data, order, plan.steps_per_epoch,
+                                   config.batch_size)
 
-        state, train_rate = time_steps(run, state, order, first_index=1)
-
-        # A few steps of epoch 1 first, so that the loop's one-time compiles (metrics, learning
-        # rate) stay out of the timed epoch 2, as they stay out of every epoch after a run's first.
-        def run_epoch(state, epoch, steps):
-            first = epoch * run.steps_per_epoch
-            quiet = dataclasses.replace(run, is_chief=False, total_steps=first + steps)
-            return quiet.train_epoch(state, first, epoch, train.EpochSums(), lambda: False)[0]
-
-        state = run_epoch(state, 1, config.log_every_steps)
-        steps = run.steps_per_epoch if FLAGS.epoch_steps < 0 else min(FLAGS.epoch_steps,
-                                                                      run.steps_per_epoch)
-        start = time.perf_counter()
-        state = run_epoch(state, 2, steps)
-        epoch_rate = steps * config.batch_size / (time.perf_counter() - start)
-
-        run.evaluate(state, run.test)  # compiles
-        start = time.perf_counter()
-        result = run.evaluate(state, run.test)
-        eval_rate = result['count'] / (time.perf_counter() - start)
-        run.checkpoints.close()
-        run.writer.close()
+    test = evaluate.make_evaluate(mesh, config.eval_batch_size, *views.test_time_views(config),
+                                  normalization=config.normalize)
+    test(state, data.test)  # compiles
+    start = time.perf_counter()
+    result = test(state, data.test)
+    eval_rate = result['count'] / (time.perf_counter() - start)
+    epoch_rate, steps = real_epoch_rate(config, plan.steps_per_epoch)
 
     # XLA's cost analysis is of one device's program: its share of the batch.
     flops_per_image = train_step_flops(compiled) / (config.batch_size // jax.device_count())
@@ -120,7 +135,7 @@ def measure(config) -> dict:
         'model': config.model, 'batch_size': config.batch_size,
         'half_precision': bool(config.half_precision), 'dataset': config.dataset,
         'depthwise_implementation': config.model_args.get('depthwise_implementation', 'auto'),
-        'steps_per_dispatch': config.get('steps_per_dispatch', 1),
+        'steps_per_dispatch': config.steps_per_dispatch,
         'backend': jax.default_backend(), 'devices': jax.device_count(),
         'device_kind': jax.devices()[0].device_kind, 'cpu_threads': len(os.sched_getaffinity(0)),
         'jax': jax.__version__, 'python': platform.python_version(),

@@ -30,7 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
         bn_momentum=0.6,                  # fast running statistics (PyTorch's 0.4)
         head_scale=1 / 9,                 # logits scaled down
     ))
-    config.stem_whitening = True
+    config.stem_whitening = 'whiten_conv'
     config.batch_size = 1024
     # airbench's decoupled hyperparameters, for a mean loss over 1024 images: lr 11.5 /
     # (1 + 1 / (1 - 0.85)) = 1.5 per step, L2 0.0153 / 11.5 = 0.00133.
@@ -38,7 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.momentum = 0.85
     config.nesterov = True
     config.weight_decay = 0.00133
-    config.bn_bias_lr_scale = 64.0        # BatchNorm biases learn 64x faster (not decayed)
+    config.lr_mults = (('_bn/bias$', 64.0),)  # BatchNorm biases learn 64x faster (not decayed)
     config.schedule = 'triangle'          # linear up from lr/5 to lr, then down to lr*0.07
     config.warmup_fraction = 0.23
     config.onecycle_div_factor = 5.0
@@ -47,9 +47,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.crop_padding = 2               # random translation by up to 2 pixels...
     config.crop_pad_mode = 'reflect'      # ...with reflected borders
     config.alternating_flip = True        # each image mirrored in every other epoch
-    # Lookahead on the weights and BN statistics: every 5 steps from epoch 3 on (train.Lookahead).
+    # Lookahead on the weights and BN statistics: every 5 steps from epoch 3 on
+    # (training/averaging.py).
     config.lookahead = ml_collections.ConfigDict(dict(every=5, decay=0.95, power=3.0,
-                                                      start_epoch=3))
+                                                      start_epoch=3, sync_each_epoch=True))
     config.eval_translate = 1             # test-time views: flips and 1-pixel shifts
     config.eval_batch_size = 1000
     config.log_every_steps = 8

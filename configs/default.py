@@ -6,6 +6,8 @@ Run:
 Expected result (JPEG q75 copy of CIFAR-10): 86.90% test accuracy after 15 epochs with the
 test-time flip, mean of seeds 0-2 (86.83-86.96%), 117-147 min on one core of a 2-core x86-64
 CPU with jax 0.12 (docs/results.md).
+
+Every field of every config is defined here, once: the code reads no other defaults.
 """
 import ml_collections
 
@@ -23,27 +25,45 @@ def get_config() -> ml_collections.ConfigDict:
         dropout_rate=0.0,              # dropout on the residual branches
     ))
 
-    # Data: 'cifar10' from the TFDS catalog, or 'folder:/path' (root/{train,test}/<class>/*).
+    # Data: 'cifar10' from the TFDS catalog, 'folder:/path' (root/{train,test}/<class>/*) or
+    # 'arrays:/path' (python -m flax_cifar.data.to_arrays); paths may be gs://.
     config.dataset = 'cifar10'
     # TFDS data_dir for catalog datasets (None: TFDS's default, ~/tensorflow_datasets).
     config.data_dir = ml_collections.config_dict.placeholder(str)
     # Decoded folder datasets are cached here (None: $XDG_CACHE_HOME or ~/.cache, /flax_cifar;
     # '': no cache). The cache key covers every file's name, size and mtime.
     config.data_cache_dir = ml_collections.config_dict.placeholder(str)
-    config.augment = True              # random crop and flip, inside the jitted step
-    config.crop_padding = 4            # padding before the random 32x32 crop
-    config.crop_pad_mode = 'constant'  # pad with zeros ('constant') or reflected borders
+    # The network's input: 'mean_std' (CIFAR-10's per-channel statistics) or 'centered'
+    # (pixels / 255 - 0.5).
+    config.normalize = 'mean_std'
+
+    # Augmentation, inside the jitted step (flax_cifar/data/augment.py), in this order.
+    config.augment = True              # False: none of the ops below but mixup and cutout
+    config.crop_padding = 4            # padding before the random 32x32 crop (0: no crop)
+    config.crop_pad_mode = 'constant'  # pad with zeros, reflected ('reflect') or repeated
+                                       # ('edge') borders
     config.flip = True                 # random horizontal flips
     # Flips alternate instead: a fixed random half of the images is mirrored, and every image
     # is mirrored in odd epochs, so each is seen both ways every two epochs (airbench).
     config.alternating_flip = False
-    # Patch whitening (airbench): the first conv's kernel is set from the covariance of the
-    # training images' patches (its top eigenvectors, scaled to unit variance, and their
-    # negatives) and never trained: faster early epochs and +0.5 points at 15 (docs/results.md).
-    config.stem_whitening = True
+    config.rotate_degrees = 0.0        # turn by a uniform angle in +-this (0: off)...
+    config.rotate_p = 0.95             # ...this share of the images
+    config.sharpen_p = 0.0             # sharpen this share of the images (0: off)...
+    config.sharpen_factors = (1.0, 2.2)  # ...by a factor drawn from this range (1: unchanged)
+    config.color_jiggle_p = 0.0        # jiggle this share of the images' colours (0: off)...
+    config.color_jiggle = (0.1, 0.1, 0.5, 0.05)  # ...brightness, contrast, saturation, hue
+    # Mixup: each image blended with another by a weight drawn from [0, bound), both labels
+    # weighted alike in the loss; the bound rises linearly to mixup_max over mixup_ramp of
+    # the schedule's epochs (0: off).
+    config.mixup_max = 0.0
+    config.mixup_ramp = 0.5
     # Cutout: zero a square of this side (pixels) at a random place in each training image,
     # after normalization (so it takes the mean colour); 0: off.
     config.cutout_size = 0
+    # Patch whitening (airbench): this layer's kernel is set from the covariance of the
+    # training images' patches (its top eigenvectors, scaled to unit variance, and their
+    # negatives) and frozen; '': off.
+    config.stem_whitening = 'stem_conv'
 
     # Optimization.
     config.batch_size = 128            # global batch, split over all devices
@@ -51,33 +71,50 @@ def get_config() -> ml_collections.ConfigDict:
     # Test-time augmentation: average the logits of each test image and of its mirror image.
     config.eval_flip = True
     # Also average in each image shifted this many pixels down-right and up-left (reflected
-    # borders), at half the weight (airbench's multi-crop); 0: off. Triples evaluation's cost;
-    # 1: +0.17 to +0.35 points on the default (3 seeds), +0.59 on the seed network (README).
-    # --mode=evaluate reports it either way.
+    # borders), at half the weight (airbench's multi-crop); 0: off. --mode=evaluate reports
+    # every view either way.
     config.eval_translate = 0
     config.num_epochs = 15
     config.num_train_steps = -1        # -1: num_epochs of full batches; >0: stop after these
+    # The schedule (and mixup's ramp) span this many epochs; 0: num_epochs. Larger: the
+    # run is the first num_epochs of a longer one.
+    config.schedule_epochs = 0
+    config.optimizer = 'sgd'           # 'sgd', 'adamw' or 'muon' (training/optim.py)
     config.learning_rate = 0.2         # peak learning rate of the schedule
-    config.schedule = 'onecycle'       # 'onecycle', 'warmup_cosine' or 'constant'
+    config.schedule = 'onecycle'       # 'onecycle', 'warmup_cosine', 'triangle' or 'constant'
     config.warmup_fraction = 0.25      # share of the steps spent rising to the peak
-    config.onecycle_div_factor = 25.0  # onecycle starts at learning_rate / this
-    config.onecycle_final_div_factor = 1e4  # and ends at the start value / this
-    config.momentum = 0.9
+    config.onecycle_div_factor = 25.0  # onecycle and triangle start at learning_rate / this
+    config.onecycle_final_div_factor = 1e4  # and end at the start value / this
+    config.momentum = 0.9              # SGD's (and Muon's companion SGD's)
     config.nesterov = True
-    config.weight_decay = 5e-4         # L2 on conv and dense kernels (not BN, not biases)
-    config.bn_bias_lr_scale = 1.0      # BatchNorm biases' learning rate over the others'
-    # > 0: Muon (optax.contrib) for dense and pointwise conv kernels at this peak learning
-    # rate, on the same schedule; SGD for the rest. 0: SGD for everything.
-    config.muon_learning_rate = 0.0
-    config.muon_momentum = 0.6         # Muon's Nesterov momentum (airbench's Muon variant)
+    config.adam_b1 = 0.9               # AdamW's moment decays and epsilon
+    config.adam_b2 = 0.999
+    config.adam_eps = 1e-8
+    config.weight_decay = 5e-4         # SGD: L2; AdamW: decoupled, learning rate x this
     config.label_smoothing = 0.1       # 0 for plain cross-entropy
+    # Parameter rules: regexes searched in parameter paths ('block1_conv1_bn/bias'); each
+    # must match some parameter. frozen: never updated (besides the whitened kernel);
+    # lr_mults, wd_mults: ((pattern, multiplier), ...), the first match wins; parameters no
+    # pair matches get learning rate x 1 and weight decay x 0.
+    config.frozen = ()
+    config.lr_mults = ()
+    config.wd_mults = (('/kernel$', 1.0),)  # decay conv and dense kernels only
+    config.frozen_after_epochs = ()    # ((pattern, epoch), ...): trained until that epoch
+    # Muon (config.optimizer='muon'): dense and pointwise conv kernels orthogonalized
+    # (optax.contrib) at this peak rate on the same schedule; SGD for the rest.
+    config.muon_learning_rate = 0.0
+    config.muon_momentum = 0.6         # its Nesterov momentum (airbench's Muon)
+    config.muon_ns_steps = 5           # Newton-Schulz iterations (airbench94_muon: 3)
+    config.muon_normalize_weights = False  # airbench94_muon's kernel renormalization
     # Evaluate a moving average of the weights and BatchNorm statistics, updated every step
-    # with this decay (held below (1 + step) / (10 + step) early on); 0: the weights as they are.
+    # with this decay; 0: the weights as they are.
     config.ema_decay = 0.0
-    # Lookahead (train.Lookahead): every `every` steps from epoch `start_epoch` on, a slow copy
-    # of the weights moves towards them and they jump back to it; 0: off.
+    config.ema_warmup = True           # hold the decay below (1 + step) / (10 + step)
+    # Lookahead (airbench): every `every` steps from epoch `start_epoch` on, a slow copy of
+    # the weights moves towards them and they jump back to it; 0: off. The weights also take
+    # the slow copy at each epoch's end (sync_each_epoch), or at the run's end only.
     config.lookahead = ml_collections.ConfigDict(dict(every=0, decay=0.95, power=3.0,
-                                                      start_epoch=3))
+                                                      start_epoch=3, sync_each_epoch=True))
 
     # Devices and hosts.
     # The training split is cut into this many equal shards; each process loads only its
@@ -101,9 +138,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.seed = 0                    # init, data order, augmentation and dropout
     config.log_every_steps = 20        # progress bar and TensorBoard refresh
     # Training steps per call from Python, unrolled in one program: >1 hides the host's
-    # per-step dispatch where a step is short, at a longer first compile. Divides
-    # log_every_steps; any value gives the same run up to float rounding. Faster steps, slower
-    # first compile (docs/speed.md): for long runs.
+    # per-step dispatch where a step is short, at a longer first compile (docs/speed.md).
+    # Divides log_every_steps; any value gives the same run up to float rounding.
     config.steps_per_dispatch = 1
     config.checkpoint_every_steps = 200  # also checkpoint every this many steps (-1: epochs only)
     config.max_checkpoints_to_keep = 3

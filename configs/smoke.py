@@ -28,5 +28,5 @@ def get_config() -> ml_collections.ConfigDict:
     # 1.44, 1.43, 1.43 for 160 uniform ones), so the whitened kernel turns with rounding: a
     # 1-device and an 8-device process got kernels 4.6e-5 apart (ad hoc). tests/
     # test_whitening.py turns it on where it is tested.
-    config.stem_whitening = False
+    config.stem_whitening = ''
     return config

@@ -1,4 +1,5 @@
 """Errors that mean "fix the input", reported as one line without a traceback."""
+from flax_cifar import storage
 
 
 class InputError(ValueError):
@@ -15,6 +16,5 @@ def set_aside(path, target, why: str, name: str | None = None, move: bool = True
     without it. move=False does nothing: a process other than the one that moves."""
     if not move:
         return
-    from flax_cifar import storage
     print(f'WARNING: {name or path} is damaged ({why}); moved to {target}', flush=True)
     storage.move(str(path), str(target))

@@ -25,9 +25,12 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from flax_cifar import evaluation, input_pipeline, models, storage, train_state
+from flax_cifar import models, storage
+from flax_cifar.data import sources, types
 from flax_cifar.errors import InputError
-from flax_cifar.train_state import inference_variables
+from flax_cifar.evaluation import inference
+from flax_cifar.training import train_state
+from flax_cifar.training.train_state import inference_variables
 
 FLOAT_TFLITE, INT8_TFLITE, ONNX = 'model_float32.tflite', 'model_int8.tflite', 'model.onnx'
 INFO = 'export.json'
@@ -42,7 +45,7 @@ def logits_fn(state, config, num_classes: int):
     variables = inference_variables(state)
 
     def fn(images):
-        return model.apply(variables, input_pipeline.normalize(images), train=False)
+        return model.apply(variables, types.normalize(images, config.normalize), train=False)
     return fn
 
 
@@ -67,7 +70,7 @@ def to_tflite(fn, calibration: np.ndarray | None = None) -> bytes:
     # Batch 1, as deployed: a fixed shape keeps strided slices static for the converter.
     converted = jax2tf.convert(fn, with_gradient=False)
     if calibration is None:
-        spec = tf.TensorSpec([1, *input_pipeline.IMAGE_SHAPE], tf.uint8)
+        spec = tf.TensorSpec([1, *types.IMAGE_SHAPE], tf.uint8)
         function = tf.function(converted, autograph=False, input_signature=[spec])
         converter = tf.lite.TFLiteConverter.from_concrete_functions(
             [function.get_concrete_function()], function)
@@ -75,7 +78,7 @@ def to_tflite(fn, calibration: np.ndarray | None = None) -> bytes:
     # The int8 graph reads float pixels 0..255, their range fixed by a fake-quant op, so
     # that the input is quantized to uint8 with scale 1 and zero point 0 (checked in
     # export()): the raw pixels themselves, whatever the calibration images' range.
-    spec = tf.TensorSpec([1, *input_pipeline.IMAGE_SHAPE], tf.float32)
+    spec = tf.TensorSpec([1, *types.IMAGE_SHAPE], tf.float32)
     function = tf.function(lambda pixels: converted(tf.quantization.fake_quant_with_min_max_args(
         pixels, min=0.0, max=255.0, num_bits=8)), autograph=False, input_signature=[spec])
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
@@ -93,7 +96,7 @@ def to_onnx(fn) -> bytes:
     # jax2onnx warns about each of its optional plugins whose library is not installed.
     logging.getLogger('jax2onnx').setLevel(logging.ERROR)
     import jax2onnx
-    model = jax2onnx.to_onnx(fn, [jax.ShapeDtypeStruct((1, *input_pipeline.IMAGE_SHAPE),
+    model = jax2onnx.to_onnx(fn, [jax.ShapeDtypeStruct((1, *types.IMAGE_SHAPE),
                                                        jnp.uint8)], model_name='flax_cifar')
     return model.SerializeToString()
 
@@ -159,14 +162,14 @@ def export(workdir: str, which: str = 'best', calibration_size: int = 500,
     """Writes the three models into <workdir>/export, measures each on the test split and
     writes export.json; returns what it wrote there."""
     _require_converters()
-    state, config, class_names, step = evaluation.restore_for_inference(workdir, which)
+    state, config, class_names, step = inference.restore_for_inference(workdir, which)
     dataset = dataset or config.dataset
-    test = input_pipeline.load_split(dataset, 'test', config.data_dir,
-                                     config.get('data_cache_dir'))
-    train_rows = (0, min(calibration_size, input_pipeline.num_examples(
+    test = sources.load_split(dataset, 'test', config.data_dir,
+                                     config.data_cache_dir)
+    train_rows = (0, min(calibration_size, sources.num_examples(
         dataset, 'train', config.data_dir)))
-    calibration = input_pipeline.load_split(dataset, 'train', config.data_dir,
-                                            config.get('data_cache_dir'), train_rows).images
+    calibration = sources.load_split(dataset, 'train', config.data_dir,
+                                            config.data_cache_dir, train_rows).images
     fn = logits_fn(state, config, len(class_names))
     jitted = jax.jit(fn)  # one wrapper: each batch shape compiles once
     jax_scores = np.concatenate([np.asarray(jitted(test.images[i:i + 1000]))
@@ -239,7 +242,7 @@ def predict_files(model_path: str, paths: list[str]) -> list[tuple]:
         class_names = json.loads(epath.Path(info_path).read_text())['class_names']
     except (OSError, ValueError, KeyError) as e:
         raise InputError(f'{info_path}: needed for the class names ({type(e).__name__})') from None
-    images = np.stack([evaluation.load_image(p) for p in paths])
+    images = np.stack([inference.load_image(p) for p in paths])
     scores = Runtime(model_path).scores(images)
     probabilities = np.exp(scores - scores.max(-1, keepdims=True))
     probabilities /= probabilities.sum(-1, keepdims=True)

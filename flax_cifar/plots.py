@@ -11,7 +11,7 @@ from etils import epath
 matplotlib.use('Agg')  # files only; no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 
-from flax_cifar import metric_writers  # noqa: E402
+from flax_cifar.training import metric_writers  # noqa: E402
 
 
 def plot_curves(workdir: str) -> str | None:

@@ -31,6 +31,12 @@ def configure_gcs(environ=os.environ) -> None:
         logging.getLogger('gcsfs').setLevel(logging.ERROR)
 
 
+def default_cache_dir() -> str:
+    """Where decoded datasets and compiled programs are kept: $XDG_CACHE_HOME/flax_cifar."""
+    return os.path.join(os.environ.get('XDG_CACHE_HOME', os.path.expanduser('~/.cache')),
+                        'flax_cifar')
+
+
 def is_remote(path: str) -> bool:
     return '://' in str(path)
 

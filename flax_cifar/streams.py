@@ -3,7 +3,8 @@ every random choice is a function of (config.seed, step): a resumed run retraces
 uninterrupted one."""
 import jax
 
-INIT, EPOCH_ORDER, AUGMENT, DROPOUT, CUTOUT, FLIP = range(6)
+# Never renumbered: a stream's number is part of every run's draws.
+INIT, EPOCH_ORDER, AUGMENT, DROPOUT, CUTOUT, FLIP, ROTATE, SHARPEN, COLOR, MIXUP = range(10)
 
 
 def key(seed: int, stream: int) -> jax.Array:

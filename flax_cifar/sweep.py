@@ -55,7 +55,7 @@ def expand(sweep: dict) -> list[tuple[str, str, dict]]:
     """[(name, config file, overrides)]: the named runs, or one per grid combination, the
     common overrides first."""
     common = dict(sweep.get('overrides', {}))
-    if 'runs' in sweep == 'grid' in sweep:
+    if ('runs' in sweep) == ('grid' in sweep):
         raise SystemExit('error: a sweep file gives `runs` or `grid`, exactly one')
     if 'runs' in sweep:
         return [(name, overrides.get('config', sweep['config']),
@@ -154,7 +154,8 @@ def parameter_count(config: ml_collections.ConfigDict) -> int:
     import jax
     import jax.numpy as jnp
 
-    from flax_cifar import models, train_state
+    from flax_cifar import models
+    from flax_cifar.training import train_state
     model = train_state.create_model(config)
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
     return models.param_count(shapes['params'])
@@ -164,7 +165,7 @@ def read_result(workdir: str) -> dict | None:
     """Final test accuracy, epochs and training seconds of a finished run, else None."""
     if not epath.Path(storage.join(workdir, DONE)).exists():
         return None
-    from flax_cifar import metric_writers
+    from flax_cifar.training import metric_writers
     records = metric_writers.read_records(storage.join(workdir, 'metrics.jsonl'))
     if not records:
         return None

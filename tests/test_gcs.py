@@ -12,13 +12,14 @@ import pytest
 from etils import epath
 
 from conftest import REPO
-from flax_cifar import arrays, input_pipeline, workdir_lock
+from flax_cifar.data import arrays, types
 from flax_cifar.errors import InputError
+from flax_cifar.training import workdir_lock
 
 
-def split(count: int, seed: int = 0) -> input_pipeline.Split:
+def split(count: int, seed: int = 0) -> types.Split:
     rng = np.random.default_rng(seed)
-    return input_pipeline.Split(rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8),
+    return types.Split(rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8),
                                 rng.integers(0, 3, count).astype(np.int32))
 
 

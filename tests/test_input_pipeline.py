@@ -7,14 +7,14 @@ import pytest
 import tensorflow_datasets as tfds
 
 from conftest import write_image_folder
-from flax_cifar import augment, input_pipeline, tfds_source
+from flax_cifar.data import augment, sources, tfds_source, types
 from flax_cifar.errors import InputError
 
 
 def test_tfds_catalog_path_under_mock_data():
     with tfds.testing.mock_data(num_examples=12):
-        split = input_pipeline.load_split('cifar10', 'train')
-        assert len(input_pipeline.class_names('cifar10')) == 10
+        split = sources.load_split('cifar10', 'train')
+        assert len(sources.class_names('cifar10')) == 10
     assert split.images.shape == (12, 32, 32, 3) and split.images.dtype == np.uint8
     assert split.labels.shape == (12,) and split.labels.dtype == np.int32
     assert split.labels.min() >= 0 and split.labels.max() < 10
@@ -27,19 +27,19 @@ def test_catalog_rows_are_read_as_a_tfds_subsplit(monkeypatch):
         monkeypatch.setattr(tfds.core.DatasetBuilder, 'as_dataset',
                             lambda self, split, **kw: asked.append(split) or as_dataset(
                                 self, split=split, **kw))
-        assert input_pipeline.num_examples('cifar10', 'train') == 12
-        input_pipeline.load_split('cifar10', 'train', rows=(3, 8))
-        input_pipeline.load_split('cifar10', 'train', rows=(0, 12))
+        assert sources.num_examples('cifar10', 'train') == 12
+        sources.load_split('cifar10', 'train', rows=(3, 8))
+        sources.load_split('cifar10', 'train', rows=(0, 12))
     # TFDS reads only the records of a subsplit; the whole range is the plain split.
     assert 'train[3:8]' in asked and 'train[0:12]' not in asked
 
 
 def test_folder_rows_are_a_slice_and_only_they_are_decoded(tmp_path):
     root = write_image_folder(tmp_path / 'data', per_class=3)
-    whole = input_pipeline.load_split(f'folder:{root}', 'train')
-    n = input_pipeline.num_examples(f'folder:{root}', 'train')
+    whole = sources.load_split(f'folder:{root}', 'train')
+    n = sources.num_examples(f'folder:{root}', 'train')
     assert n == len(whole.labels) == 6
-    part = input_pipeline.load_split(f'folder:{root}', 'train', rows=(2, 5))
+    part = sources.load_split(f'folder:{root}', 'train', rows=(2, 5))
     np.testing.assert_array_equal(part.images, whole.images[2:5])
     np.testing.assert_array_equal(part.labels, whole.labels[2:5])
     # A broken file fails the half that holds it and not the other: the other never reads it.
@@ -48,7 +48,7 @@ def test_folder_rows_are_a_slice_and_only_they_are_decoded(tmp_path):
     outcomes = []
     for rows in ((0, 3), (3, 6)):
         try:
-            input_pipeline.load_split(f'folder:{root}', 'train', rows=rows)
+            sources.load_split(f'folder:{root}', 'train', rows=rows)
             outcomes.append('read')
         except InputError as e:
             assert '1.png' in str(e)
@@ -58,9 +58,9 @@ def test_folder_rows_are_a_slice_and_only_they_are_decoded(tmp_path):
 
 def test_folder_path_reads_images_and_sorted_labels(tmp_path):
     root = write_image_folder(tmp_path / 'data', classes=('cat', 'airplane', 'dog'), per_class=2)
-    split = input_pipeline.load_split(f'folder:{root}', 'test')
+    split = sources.load_split(f'folder:{root}', 'test')
     assert split.images.shape == (6, 32, 32, 3)
-    assert input_pipeline.class_names(f'folder:{root}') == ['airplane', 'cat', 'dog']
+    assert sources.class_names(f'folder:{root}') == ['airplane', 'cat', 'dog']
     # Labels are folder names in sorted order; each class's images are bright in its channel.
     for image, label in zip(split.images, split.labels):
         folder_index = ('cat', 'airplane', 'dog').index(sorted(('cat', 'airplane', 'dog'))[label])
@@ -69,13 +69,13 @@ def test_folder_path_reads_images_and_sorted_labels(tmp_path):
 
 def test_missing_folder_is_one_clear_line(tmp_path):
     with pytest.raises(InputError, match='config.dataset: folder .*nope.* does not exist'):
-        input_pipeline.load_split(f'folder:{tmp_path}/nope', 'train')
+        sources.load_split(f'folder:{tmp_path}/nope', 'train')
 
 
 def test_missing_split_names_the_splits(tmp_path):
     root = write_image_folder(tmp_path / 'data', splits=('train',))
     with pytest.raises(ValueError, match="no 'test' split; it has \\['train'\\]"):
-        input_pipeline.load_split(f'folder:{root}', 'test')
+        sources.load_split(f'folder:{root}', 'test')
 
 
 def test_unreachable_catalog_dataset_says_what_to_do(tmp_path, monkeypatch):
@@ -83,7 +83,7 @@ def test_unreachable_catalog_dataset_says_what_to_do(tmp_path, monkeypatch):
         raise ConnectionError('no route to host')
     monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare', offline)
     with pytest.raises(InputError, match='--config.dataset=folder:'):
-        input_pipeline.load_split('cifar10', 'train', data_dir=str(tmp_path))
+        sources.load_split('cifar10', 'train', data_dir=str(tmp_path))
 
 
 def test_random_crop_flip_is_a_shifted_window_of_the_padded_image():
@@ -126,13 +126,13 @@ def test_cutout_zeroes_one_square_per_image_clipped_at_the_borders():
 
 
 def test_normalize_centres_the_cifar_mean():
-    mean = jnp.asarray(input_pipeline.CIFAR10_MEAN) * 255
+    mean = jnp.asarray(types.CIFAR10_MEAN) * 255
     x = jnp.broadcast_to(mean, (1, 2, 2, 3))
-    assert jnp.allclose(input_pipeline.normalize(x), 0.0, atol=1e-5)
+    assert jnp.allclose(types.normalize(x), 0.0, atol=1e-5)
 
 
 def load_folder(root, split='train'):
-    return input_pipeline.load_split(f'folder:{root}', split)
+    return sources.load_split(f'folder:{root}', split)
 
 
 def test_empty_class_folder_is_named(tmp_path):
@@ -162,7 +162,8 @@ def test_truncated_image_is_named(tmp_path):
 def test_image_of_another_size_is_named_with_its_size(tmp_path):
     root = write_image_folder(tmp_path / 'data')
     write_image_folder(tmp_path / 'big', classes=('a',), per_class=1, shape=(48, 40, 3))
-    os.replace(tmp_path / 'big' / 'train' / 'a' / '0.png', os.path.join(root, 'train', 'a', 'x.png'))
+    os.replace(tmp_path / 'big' / 'train' / 'a' / '0.png',
+               os.path.join(root, 'train', 'a', 'x.png'))
     with pytest.raises(InputError, match=r'train/a/x.png: is 40x48, expected 32x32'):
         load_folder(root)
 
@@ -171,7 +172,8 @@ def test_grayscale_and_rgba_images_are_converted_to_rgb(tmp_path):
     # The documented conversion: grayscale is repeated over R, G, B; alpha is dropped.
     root = write_image_folder(tmp_path / 'data', classes=('a',), per_class=1, shape=(32, 32, 1))
     write_image_folder(tmp_path / 'rgba', classes=('a',), per_class=1, shape=(32, 32, 4), seed=3)
-    os.replace(tmp_path / 'rgba' / 'train' / 'a' / '0.png', os.path.join(root, 'train', 'a', 'z.png'))
+    os.replace(tmp_path / 'rgba' / 'train' / 'a' / '0.png',
+               os.path.join(root, 'train', 'a', 'z.png'))
     split = load_folder(root)
     assert split.images.shape == (2, 32, 32, 3)
     gray = [img for img in split.images if np.array_equal(img[..., 0], img[..., 2])]
@@ -181,15 +183,15 @@ def test_grayscale_and_rgba_images_are_converted_to_rgb(tmp_path):
 def test_folder_cache_is_reused_and_invalidated_by_a_changed_file(tmp_path, monkeypatch):
     root = write_image_folder(tmp_path / 'data')
     cache = str(tmp_path / 'cache')
-    first = input_pipeline.load_split(f'folder:{root}', 'train', cache_dir=cache)
+    first = sources.load_split(f'folder:{root}', 'train', cache_dir=cache)
     assert len(os.listdir(cache)) == 1
     decode = tfds_source._decode_rows
     monkeypatch.setattr(tfds_source, '_decode_rows', lambda *a: pytest.fail('decoded again'))
-    again = input_pipeline.load_split(f'folder:{root}', 'train', cache_dir=cache)
+    again = sources.load_split(f'folder:{root}', 'train', cache_dir=cache)
     assert np.array_equal(first.images, again.images) and np.array_equal(first.labels, again.labels)
     monkeypatch.setattr(tfds_source, '_decode_rows', decode)
     write_image_folder(tmp_path / 'data', classes=('a',), per_class=1, seed=9)  # rewrites a/0.png
-    changed = input_pipeline.load_split(f'folder:{root}', 'train', cache_dir=cache)
+    changed = sources.load_split(f'folder:{root}', 'train', cache_dir=cache)
     assert len(os.listdir(cache)) == 2 and not np.array_equal(changed.images, first.images)
 
 
@@ -197,12 +199,12 @@ def test_folder_cache_is_reused_and_invalidated_by_a_changed_file(tmp_path, monk
 def test_damaged_folder_cache_is_set_aside_and_rebuilt(tmp_path, how, capsys):
     root = write_image_folder(tmp_path / 'data')
     cache = tmp_path / 'cache'
-    first = input_pipeline.load_split(f'folder:{root}', 'train', cache_dir=str(cache))
+    first = sources.load_split(f'folder:{root}', 'train', cache_dir=str(cache))
     [entry] = os.listdir(cache)
     size = os.path.getsize(cache / entry)
     with open(cache / entry, 'r+b') as f:
         f.truncate(0 if how == 'zero_length' else size // 2)
-    again = input_pipeline.load_split(f'folder:{root}', 'train', cache_dir=str(cache))
+    again = sources.load_split(f'folder:{root}', 'train', cache_dir=str(cache))
     assert np.array_equal(first.images, again.images) and np.array_equal(first.labels, again.labels)
     assert f'{cache / entry} is damaged' in capsys.readouterr().out
     assert os.path.getsize(cache / entry) == size  # rebuilt
@@ -218,4 +220,4 @@ def test_offline_catalog_dataset_fails_in_seconds_with_the_folder_hint(tmp_path,
     with pytest.raises(InputError, match=r"config.dataset='cifar10' is not in .* and "
                                          r"www.cs.toronto.edu cannot be reached .* "
                                          r"--config.dataset=folder:"):
-        input_pipeline.load_split('cifar10', 'test', data_dir=str(tmp_path))
+        sources.load_split('cifar10', 'test', data_dir=str(tmp_path))

@@ -8,6 +8,7 @@ import pytest
 
 from flax_cifar import models
 from flax_cifar.errors import InputError
+from flax_cifar.models import airnet, kernels, layers, seednet, splitnet
 
 # The seed's summary table: (layer type, output shape as (H, W, C), parameters), per row
 # that Flax has as a module (ReLU is a function here, and the two convs of each
@@ -38,21 +39,21 @@ def init_params(model):
 
 
 def test_seed_network_matches_the_seed_table_row_by_row():
-    rows = models.layer_table(models.SeedNet())
+    rows = models.layer_table(seednet.SeedNet())
     assert [(r.kind, r.output_shape, r.params) for r in rows] == SEED_TABLE
-    assert models.param_count(init_params(models.SeedNet())) == 185_936
+    assert models.param_count(init_params(seednet.SeedNet())) == 185_936
 
 
 def test_seed_network_logits_shape():
-    model = models.SeedNet()
+    model = seednet.SeedNet()
     x = jnp.ones((3, 32, 32, 3))
     logits = jax.eval_shape(lambda: model.apply(model.init(jax.random.key(0), x), x))
     assert logits.shape == (3, 10)
 
 
 def test_true_depthwise_switch_groups_the_3x3_convs():
-    dense = init_params(models.SeedNet(depthwise=False))
-    grouped = init_params(models.SeedNet(depthwise=True))
+    dense = init_params(seednet.SeedNet(depthwise=False))
+    grouped = init_params(seednet.SeedNet(depthwise=True))
     for name in ('unit2_sepconv', 'unit5_sepconv'):
         c_in = dense[name]['depthwise']['kernel'].shape[2]
         assert dense[name]['depthwise']['kernel'].shape == (3, 3, c_in, c_in)
@@ -64,7 +65,7 @@ def test_true_depthwise_switch_groups_the_3x3_convs():
 
 
 def test_depthwise_conv_really_uses_feature_group_count():
-    layer = models.SeparableConv(8, dilation=2, depthwise=True)
+    layer = layers.SeparableConv(8, dilation=2, depthwise=True)
     x = jax.random.normal(jax.random.key(1), (1, 9, 9, 8))
     variables = layer.init(jax.random.key(0), x)
     # The module equals a grouped conv (dilated, no padding) followed by the 1x1 matmul.
@@ -80,17 +81,17 @@ def test_seed_receptive_field_by_hand():
     # conv 3x3: 3. Three dilated (d=2, effective 5x5) convs: 3+4+4+4 = 15. The stride-2
     # dilated conv: 19, then the jump is 2. Three 3x3 convs at jump 2: 19+4+4+4 = 31.
     # The 7x7 average pool at jump 2: 31 + 6*2 = 43. The 1x1 classifier adds nothing.
-    rows = models.layer_table(models.SeedNet())
+    rows = models.layer_table(seednet.SeedNet())
     assert [r.receptive_field for r in rows if r.kind in ('Conv', 'PointwiseConv', 'Pool')] == [
         3, 7, 7, 11, 11, 15, 15, 19, 19, 23, 23, 27, 27, 31, 43, 43]
-    assert 'Receptive field: 43x43 pixels' in models.summarize(models.SeedNet())
+    assert 'Receptive field: 43x43 pixels' in models.summarize(seednet.SeedNet())
 
 
 def test_summary_ends_with_the_total():
-    text = models.summarize(models.SeedNet())
+    text = models.summarize(seednet.SeedNet())
     assert 'Total params: 185,936' in text and 'Trainable params: 185,936' in text
     assert text.count('\n') > len(SEED_TABLE)
-    frozen = models.summarize(models.SeedNet(), frozen_layers=(models.SeedNet.first_conv,))
+    frozen = models.summarize(seednet.SeedNet(), is_frozen=lambda path: path[0] == 'unit1_conv')
     assert 'Total params: 185,936' in frozen and 'Trainable params: 185,504' in frozen
 
 
@@ -109,7 +110,7 @@ def test_unknown_model_and_argument_are_refused_by_name():
     with pytest.raises(ValueError, match="config.model='resnet50'"):
         models.create_model('resnet50')
     with pytest.raises(ValueError, match='widths'):
-        models.create_model('seed', widths=(1, 2))
+        models.create_model('seednet', widths=(1, 2))
 
 
 def assert_same_layer(module, reference, x, grad_atol):
@@ -138,13 +139,13 @@ def test_shifted_depthwise_conv_equals_grouped_nn_conv(stride, dilation, padding
     x = jax.random.normal(jax.random.key(0), (2, 11, 11, 6))
     reference = nn.Conv(6, (3, 3), strides=stride, padding=padding, kernel_dilation=dilation,
                         feature_group_count=6, use_bias=False)
-    shifted = models.DepthwiseConv((3, 3), stride, padding, dilation, implementation='shifts')
+    shifted = kernels.DepthwiseConv((3, 3), stride, padding, dilation, implementation='shifts')
     params = assert_same_layer(shifted, reference, x, grad_atol=1e-4)
     out_ref = reference.apply(params, x)
-    conv = models.DepthwiseConv((3, 3), stride, padding, dilation, implementation='conv')
+    conv = kernels.DepthwiseConv((3, 3), stride, padding, dilation, implementation='conv')
     assert jnp.allclose(conv.apply(params, x), out_ref, atol=1e-5)
     # 'auto' picks the shifts on CPU (and GPU): no convolution left in the program.
-    auto = models.DepthwiseConv((3, 3), stride, padding, dilation)
+    auto = kernels.DepthwiseConv((3, 3), stride, padding, dilation)
     assert 'conv_general_dilated' not in str(jax.make_jaxpr(auto.apply)(params, x))
     conv_jaxpr = str(jax.make_jaxpr(conv.apply)(params, x))
     assert 'conv_general_dilated' in conv_jaxpr
@@ -165,14 +166,14 @@ def test_subsampled_conv_equals_the_strided_nn_conv(size, stride, dilation, padd
     x = jax.random.normal(jax.random.key(0), (3, size, size, 5))
     conv = functools.partial(nn.Conv, 4, (3, 3), strides=stride, padding=padding,
                              kernel_dilation=dilation, use_bias=False)
-    subsampled = conv(conv_general_dilated_cls=models.SubsampledConv)
+    subsampled = conv(conv_general_dilated_cls=kernels.SubsampledConv)
     params = assert_same_layer(subsampled, conv(), x, grad_atol=1e-4)
     rewritten = 'window_strides=(1, 1)' in str(jax.make_jaxpr(subsampled.apply)(params, x))
     assert rewritten == (dilation % stride == 0)
 
 
 def test_seed_unit5_convolves_the_input_it_reads_at_stride_1():
-    model = models.SeedNet()
+    model = seednet.SeedNet()
     x = jnp.zeros((1, 32, 32, 3))
     jaxpr = str(jax.make_jaxpr(lambda x: model.init_with_output(jax.random.key(0), x)[0])(x))
     # Only unit5 is strided (2) with a dilation (2): convolved at stride 1 and dilation 1.
@@ -186,15 +187,15 @@ def test_cpu_kernel_gradient_in_chunks_equals_autodiff(stride, dilation):
     x = jax.random.normal(jax.random.key(0), (11, 9, 9, 5))
     kernel = jax.random.normal(jax.random.key(1), (3, 3, 1, 5))
     loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k, stride, dilation)))
-    chunked = jax.grad(loss(models._shifted_depthwise_cpu), argnums=(0, 1))(x, kernel)
-    plain = jax.grad(loss(models._shifted_depthwise), argnums=(0, 1))(x, kernel)
+    chunked = jax.grad(loss(kernels._shifted_depthwise_cpu), argnums=(0, 1))(x, kernel)
+    plain = jax.grad(loss(kernels._shifted_depthwise), argnums=(0, 1))(x, kernel)
     assert jax.tree.all(jax.tree.map(lambda a, b: jnp.allclose(a, b, atol=1e-4), chunked, plain))
 
 
 def test_pointwise_conv_equals_a_1x1_nn_conv():
     x = jax.random.normal(jax.random.key(0), (2, 5, 5, 6))
     reference = nn.Conv(4, (1, 1), use_bias=False)
-    pointwise = models.PointwiseConv(4)
+    pointwise = kernels.PointwiseConv(4)
     params = assert_same_layer(pointwise, reference, x, grad_atol=1e-5)
     loss = lambda module, params, x: jnp.sum(jnp.sin(module.apply(params, x)))
     # The kernel's gradient is a matrix product, not a convolution over the batch.
@@ -205,7 +206,7 @@ def test_pointwise_conv_equals_a_1x1_nn_conv():
 @pytest.mark.parametrize('shape, window', [((2, 8, 8, 3), 2), ((1, 9, 6, 2), 3), ((1, 7, 7, 2), 2)])
 def test_max_pool_equals_nn_max_pool_with_its_gradient(shape, window):
     x = jax.random.normal(jax.random.key(0), shape)  # no ties, where the two would differ
-    pool = models.Pool('max', window, window)
+    pool = layers.Pool('max', window, window)
     reference = lambda x: nn.max_pool(x, (window, window), strides=(window, window))
     assert jnp.array_equal(pool.apply({}, x), reference(x))
     grad = jax.grad(lambda x: jnp.sum(jnp.sin(pool.apply({}, x))))(x)
@@ -225,13 +226,13 @@ def test_depthwise_implementation_is_a_model_argument():
     assert jnp.allclose(jax.jit(shifts.apply)(variables, x), jax.jit(conv.apply)(variables, x),
                         atol=1e-5)
     with pytest.raises(InputError, match="depthwise_implementation='fast'"):
-        models.create_model('seed', depthwise=True, depthwise_implementation='fast').init(
+        models.create_model('seednet', depthwise=True, depthwise_implementation='fast').init(
             jax.random.key(1), x)
 
 
 def test_dropout_drops_at_its_rate_and_keeps_the_expectation():
     x = jnp.ones((64, 33, 17, 5))  # odd element count: the last 32-bit draw is half used
-    layer = models.Dropout(0.3)
+    layer = layers.Dropout(0.3)
     y = layer.apply({}, x, rngs={'dropout': jax.random.key(0)})
     dropped = float(jnp.mean(y == 0))
     assert abs(dropped - 0.3) < 0.01, dropped
@@ -249,8 +250,8 @@ def test_dropout_drops_at_its_rate_and_keeps_the_expectation():
         assert jnp.array_equal(layer.apply({}, x, rngs={'dropout': jax.random.key(0)}), y)
     jitted = jax.jit(lambda x, key: layer.apply({}, x, rngs={'dropout': key}))
     assert jnp.array_equal(jitted(x, jax.random.key(0)), y)
-    assert jnp.array_equal(models.Dropout(0.3, deterministic=True).apply({}, x), x)
-    assert jnp.array_equal(models.Dropout(1.0).apply({}, x, rngs={'dropout': jax.random.key(0)}),
+    assert jnp.array_equal(layers.Dropout(0.3, deterministic=True).apply({}, x), x)
+    assert jnp.array_equal(layers.Dropout(1.0).apply({}, x, rngs={'dropout': jax.random.key(0)}),
                            jnp.zeros_like(x))
 
 
@@ -259,7 +260,7 @@ def airnet_kinds(model):
 
 
 def test_airnet_is_depthwise_dilated_and_under_200k_parameters():
-    model = models.AirNet()
+    model = airnet.AirNet()
     params = init_params(model)
     assert models.param_count(params) <= 200_000
     assert params['block2_conv2']['depthwise']['kernel'].shape == (3, 3, 1, 192)
@@ -273,7 +274,7 @@ def test_airnet_is_depthwise_dilated_and_under_200k_parameters():
 
 
 def test_airnet_dirac_init_passes_its_input_through():
-    init = models.dirac_init()
+    init = layers.dirac_init()
     kernel = init(jax.random.key(0), (3, 3, 4, 6))
     x = jax.random.normal(jax.random.key(1), (1, 5, 5, 4))
     y = jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
@@ -286,30 +287,30 @@ def test_airnet_dirac_init_passes_its_input_through():
 
 def test_airnet_options_change_what_they_name():
     x = jnp.ones((2, 32, 32, 3))
-    plain = models.AirNet(block_features=(8, 16), block_depths=(2, 1), block_dilations=(2, 1))
+    plain = airnet.AirNet(block_features=(8, 16), block_depths=(2, 1), block_dilations=(2, 1))
     assert 'scale' not in init_params(plain)['block1_conv1_bn']  # held at 1 by default
-    scaled = models.AirNet(block_features=(8, 16), block_depths=(2, 1),
+    scaled = airnet.AirNet(block_features=(8, 16), block_depths=(2, 1),
                            block_dilations=(2, 1), bn_scale=True)
     assert 'scale' in init_params(scaled)['block1_conv1_bn']
-    separable = models.AirNet(block_features=(8, 16), block_depths=(2, 1),
+    separable = airnet.AirNet(block_features=(8, 16), block_depths=(2, 1),
                               block_dilations=(2, 1), dense_convs=0)
     assert 'depthwise' in init_params(separable)['block1_conv1']
-    hybrid = init_params(models.AirNet(block_features=(8, 16), block_depths=(2, 1),
+    hybrid = init_params(airnet.AirNet(block_features=(8, 16), block_depths=(2, 1),
                                        block_dilations=(2, 1), dense_convs=2))
     assert hybrid['block1_conv2']['kernel'].shape == (3, 3, 8, 8)     # dense, counted in order
     assert 'depthwise' in hybrid['block2_conv1']                      # separable after them
     with pytest.raises(InputError, match="activation='tanh'"):
-        models.AirNet(activation='tanh').init(jax.random.key(0), x)
+        airnet.AirNet(activation='tanh').init(jax.random.key(0), x)
 
 
 def test_max_pool_of_an_odd_size_drops_the_ragged_edge_as_valid_does():
     x = jax.random.normal(jax.random.key(0), (2, 31, 31, 3))
-    pool = models.Pool('max', 2, 2)
+    pool = layers.Pool('max', 2, 2)
     np.testing.assert_array_equal(pool(x), nn.max_pool(x, (2, 2), strides=(2, 2)))
 
 
 def test_splitnet_splits_channels_over_depthwise_kernels_one_dilated():
-    model = models.SplitNet()
+    model = splitnet.SplitNet()
     params = init_params(model)
     assert models.param_count(params) <= 200_000
     block = params['stage1_block1']
@@ -328,12 +329,12 @@ def test_splitnet_splits_channels_over_depthwise_kernels_one_dilated():
 
 def test_splitnet_block_starts_as_its_shortcut_plus_the_gated_mixing():
     x = jax.random.normal(jax.random.key(0), (2, 8, 8, 8))
-    block = models.SplitBlock((0, 3), (1, 2), hidden=4, norm=nn.LayerNorm,
-                              activation=models.tanhexp, kernel_init=nn.initializers.zeros)
+    block = splitnet.SplitBlock((0, 3), (1, 2), hidden=4, norm=nn.LayerNorm,
+                              activation=layers.tanhexp, kernel_init=nn.initializers.zeros)
     variables = block.init(jax.random.key(1), x)
     np.testing.assert_allclose(block.apply(variables, x), x)  # zero mixing: the shortcut
-    np.testing.assert_allclose(models.tanhexp(jnp.array([-30.0, 0.0, 30.0])),
+    np.testing.assert_allclose(layers.tanhexp(jnp.array([-30.0, 0.0, 30.0])),
                                [0.0, 0.0, 30.0], atol=1e-6)
     with pytest.raises(InputError, match=r'split every width in stage_features \(30,\)'):
-        models.SplitNet(stage_features=(30,), stage_depths=(1,)).init(jax.random.key(0),
+        splitnet.SplitNet(stage_features=(30,), stage_depths=(1,)).init(jax.random.key(0),
                                                                       jnp.ones((1, 32, 32, 3)))

@@ -17,7 +17,8 @@ import pytest
 from etils import epath
 
 from conftest import ORIGINAL_CACHE_HOME, REPO
-from flax_cifar import arrays, evaluation, input_pipeline
+from flax_cifar.data import arrays, types
+from flax_cifar.evaluation import inference
 
 pytestmark = pytest.mark.slow
 
@@ -36,13 +37,13 @@ def python_older_than_3_11() -> str:
     return found[0]
 
 
-def small_dataset(seed: int, count: int) -> input_pipeline.Split:
+def small_dataset(seed: int, count: int) -> types.Split:
     """Three classes, each bright in its own channel under noise."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 3, count).astype(np.int32)
     images = rng.integers(0, 100, (count, 32, 32, 3)).astype(np.uint8)
     images[np.arange(count), :, :, labels] += 150
-    return input_pipeline.Split(images, labels)
+    return types.Split(images, labels)
 
 
 @pytest.fixture(scope='module')
@@ -109,7 +110,7 @@ def wait_for(condition, what: str, timeout: float = 300):
 
 
 def trained_state(workdir: str):
-    return evaluation.restore_for_inference(workdir, 'latest')[0]
+    return inference.restore_for_inference(workdir, 'latest')[0]
 
 
 def calls(root) -> list[list[str]]:
@@ -128,7 +129,7 @@ def test_up_installs_a_supported_python_and_trains_two_hosts_into_gcs(pod, strai
     launch, root, _ = pod
     output = straight
     # up = create, copy, install, train, then worker 0's log until its run ends.
-    assert f'Test set: Average loss' in output and 'Curves: gs://pod/straight/curves.png' in output
+    assert 'Test set: Average loss' in output and 'Workdir gs://pod/straight: ' in output
     create = calls(root)[0]
     assert create[:5] == ['compute', 'tpus', 'tpu-vm', 'create', 'flax-cifar']
     assert '--version=tpu-ubuntu2204-base' in create  # v4's software version
@@ -173,7 +174,7 @@ def test_preempted_then_killed_run_resumes_to_the_uninterrupted_result(pod, stra
     assert killed_at < TOTAL_STEPS
     launch('train', workdir=workdir)  # the stale lock of the killed run does not block it
     log = launch('logs')
-    assert f'Resuming from the checkpoint at step' in log
+    assert 'Resuming from the checkpoint at step' in log
     assert checkpoint_steps(workdir)[-1] == TOTAL_STEPS
     # Equal to the run never interrupted (the first test's), bit for bit.
     straight, resumed = trained_state('gs://pod/straight'), trained_state(workdir)

@@ -12,8 +12,9 @@ import pytest
 
 from configs import smoke
 from conftest import REPO, rgb_folder
-from flax_cifar import evaluation, optim, train, train_state
-
+from flax_cifar.evaluation import inference
+from flax_cifar.training import optim, train_state
+from flax_cifar.training import step as step_lib
 
 
 @pytest.fixture(scope='module')
@@ -48,13 +49,13 @@ def close(a, b):
 def one_device(folder, tmp_path_factory):
     workdir = tmp_path_factory.mktemp('one_device')
     run_main(folder, workdir)
-    return evaluation.restore_for_inference(str(workdir), 'latest')[0]
+    return inference.restore_for_inference(str(workdir), 'latest')[0]
 
 
 @pytest.mark.slow
 def test_eight_devices_match_one_device_on_the_same_global_batch(folder, one_device, tmp_path):
     output = run_main(folder, tmp_path, devices=8)
-    sharded = evaluation.restore_for_inference(str(tmp_path), 'latest')[0]
+    sharded = inference.restore_for_inference(str(tmp_path), 'latest')[0]
     assert int(sharded.step) == int(one_device.step) == STEPS_PER_EPOCH
     assert close((one_device.params, one_device.batch_stats),
                  (sharded.params, sharded.batch_stats))
@@ -96,14 +97,14 @@ def test_two_processes_load_their_own_shards_match_one_and_restore_in_one(
         folder, two_process_run, tmp_path):
     # Two data shards (0: one per process) give the same global batches on 1 process or 2.
     run_main(folder, tmp_path / 'one', extra=('--config.data_shards=2', *TWO_PROCESS_RUN))
-    one_process = evaluation.restore_for_inference(str(tmp_path / 'one'), 'latest')[0]
+    one_process = inference.restore_for_inference(str(tmp_path / 'one'), 'latest')[0]
     workdir, outputs = two_process_run
     assert 'Test set' in outputs[0] and 'Test set' not in outputs[1]  # only process 0 prints
     # 48 training and 12 test images: each process reads and decodes only its half.
     assert 'Process 0 of 2 holds training rows 0:24 and test rows 0:6' in outputs[0]
     assert 'Process 1 of 2 holds training rows 24:48 and test rows 6:12' in outputs[1]
     # Restored here, in this single process, from what the two processes wrote together.
-    together = evaluation.restore_for_inference(str(workdir), 'latest')[0]
+    together = inference.restore_for_inference(str(workdir), 'latest')[0]
     assert int(together.step) == TWO_PROCESS_STEPS
     assert close((one_process.params, one_process.batch_stats),
                  (together.params, together.batch_stats))
@@ -130,7 +131,7 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_saved_step(folder, tw
     assert str(saved) in os.listdir(workdir / 'checkpoints')
     resumed = finished(two_processes(folder, workdir, *TWO_PROCESS_RUN))
     assert f'Resuming from the checkpoint at step {saved}' in resumed[0]
-    final = lambda w: evaluation.restore_for_inference(str(w), 'latest')[0]
+    final = lambda w: inference.restore_for_inference(str(w), 'latest')[0]
     a, b = final(two_process_run[0]), final(workdir)
     assert int(a.step) == int(b.step) == TWO_PROCESS_STEPS
     assert all(jax.tree.leaves(jax.tree.map(np.array_equal, (a.params, a.batch_stats),
@@ -151,7 +152,7 @@ def test_half_precision_computes_in_bfloat16_and_keeps_float32_parameters():
                                  batch['image'], capture_intermediates=True,
                                  mutable=['intermediates'])
     assert activations['intermediates']['stem_conv']['__call__'][0].dtype == jnp.bfloat16
-    step = jax.jit(train.train_step)
+    step = jax.jit(step_lib.train_step)
     for _ in range(3):
         state, metrics = step(state, batch, jax.random.key(1))
         assert np.isfinite(float(metrics['loss']))

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from conftest import REPO, rgb_folder
+from conftest import REPO, SWEEP_FILES, rgb_folder
 from flax_cifar import sweep, validation
 
 SWEEP = '''
@@ -36,13 +36,22 @@ def test_grid_names_each_combination_and_keeps_the_common_overrides():
         'model_args.block_depths', (3, 3))
 
 
-@pytest.mark.parametrize('name', ['airnet_proxy', 'proxy_check', 'search'])
-def test_every_shipped_sweep_builds_valid_configs(name):
-    shipped = sweep.load_module(os.path.join(REPO, 'configs', 'sweeps', f'{name}.py'))
+@pytest.mark.parametrize('sweep_path', SWEEP_FILES)
+def test_every_shipped_sweep_builds_valid_configs(sweep_path):
+    shipped = sweep.load_module(os.path.join(REPO, sweep_path))
     runs = sweep.expand(shipped.get_sweep())
     assert runs
     for _, config_file, overrides in runs:
         validation.validate_config(sweep.build_config(config_file, overrides), num_devices=1)
+
+
+@pytest.mark.parametrize('malformed', [
+    {'config': 'c.py', 'runs': {'x': {}}, 'grid': {'seed': [0]}},  # both
+    {'config': 'c.py'},                                             # neither
+])
+def test_a_sweep_file_gives_runs_or_grid_exactly_once(malformed):
+    with pytest.raises(SystemExit, match='gives `runs` or `grid`, exactly one'):
+        sweep.expand(malformed)
 
 
 def test_a_run_can_name_its_own_config_file():

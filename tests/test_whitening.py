@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from flax_cifar import models, optim, train_state, whitening
+from conftest import CONFIG_FILES, load_config
+from flax_cifar import validation
 from flax_cifar.errors import InputError
+from flax_cifar.training import optim, train_state, whitening
 
 
 def correlated_images(n=40, seed=0):
@@ -44,41 +46,52 @@ def test_whitened_kernel_decorrelates_the_patches_and_pairs_each_direction_with_
 
 @pytest.mark.parametrize('features', [15, 56])
 def test_impossible_first_conv_widths_are_named(features):
-    with pytest.raises(InputError, match=r'config.stem_whitening: .* %d features' % features):
+    with pytest.raises(InputError, match=rf'config.stem_whitening: .* {features} features'):
         whitening.whitening_kernel(jnp.asarray(correlated_images(2)), (3, 3, 3, features))
 
 
 def test_frozen_kernel_neither_trains_nor_decays_while_the_rest_trains():
-    config = smoke.get_config()
+    config = smoke_with_whitening()
     model = train_state.create_model(config)
-    tx = train_state.create_optimizer(smoke_with_whitening(), model,
-                                optim.create_learning_rate_fn(config, 10))
+    tx = optim.create_optimizer(config, optim.create_learning_rate_fn(config, 10))
     state = train_state.create_train_state(jax.random.key(0), model, tx, ema=True)
     images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)), jnp.uint8)
-    initial = state.params[model.first_conv]['kernel']
-    state = train_state.whiten_first_conv(state, model.first_conv, images)
-    kernel = state.params[model.first_conv]['kernel']
+    layer = config.stem_whitening
+    initial = state.params[layer]['kernel']
+    state = train_state.whiten_layer(state, layer, images)
+    kernel = state.params[layer]['kernel']
     assert kernel.shape == initial.shape and not np.allclose(kernel, initial)
-    np.testing.assert_array_equal(state.ema['params'][model.first_conv]['kernel'], kernel)
+    np.testing.assert_array_equal(state.ema['params'][layer]['kernel'], kernel)
     # Two steps of the optimizer on gradients of ones: momentum and weight decay move every
     # other parameter, the whitened kernel stays as it was.
     step = jax.jit(lambda s: s.apply_gradients(grads=jax.tree.map(jnp.ones_like, s.params)))
     new = step(step(state))
-    np.testing.assert_array_equal(new.params[model.first_conv]['kernel'], kernel)
+    np.testing.assert_array_equal(new.params[layer]['kernel'], kernel)
     moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), new.params, state.params)
-    moved[model.first_conv]['kernel'] = True
+    moved[layer]['kernel'] = True
     assert all(jax.tree.leaves(moved))
 
 
 def smoke_with_whitening():
     config = smoke.get_config()
-    config.stem_whitening = True
+    config.stem_whitening = 'stem_conv'
     return config
 
 
-@pytest.mark.parametrize('model_name', sorted(models.MODELS))
-def test_every_model_names_its_first_conv(model_name):
-    model = models.create_model(model_name)
+@pytest.mark.parametrize('config_file', CONFIG_FILES)
+def test_every_shipped_config_whitens_a_layer_that_reads_the_image(config_file):
+    config = load_config(config_file)
+    if not config.stem_whitening:
+        return
+    model = train_state.create_model(config)
     params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))['params']
-    height, width, channels, _ = params[model.first_conv]['kernel'].shape
+    height, width, channels, _ = params[config.stem_whitening]['kernel'].shape
     assert channels == 3 and height == width  # it reads the RGB image: whitening can set it
+
+
+def test_a_whitened_layer_the_network_lacks_is_refused_at_start():
+    config = smoke_with_whitening()
+    config.stem_whitening = 'stem'
+    with pytest.raises(InputError, match=r"config.stem_whitening='stem': the network has no "
+                                         r"such layer with a kernel"):
+        validation.validate_config(config)

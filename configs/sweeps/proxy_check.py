@@ -15,7 +15,7 @@ def get_sweep():
         overrides={'num_epochs': 5},
         runs={
             'dsresnet': {},
-            'seed': {'config': 'configs/seed.py'},
+            'seednet': {'config': 'configs/seednet.py'},
             'airnet': airnet,
             'airnet_batch512': {**airnet, 'batch_size': 512, 'learning_rate': 0.75},
             'splitnet': {'config': 'configs/splitnet.py', 'lookahead.start_epoch': 1},

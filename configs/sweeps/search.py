@@ -22,8 +22,8 @@ def get_sweep():
         'dense4_32_80_256': {**airnet, 'model_args.block_features': (32, 80, 256),
                              'model_args.dense_convs': 4},
         # Muon (optax.contrib) on the dense and pointwise kernels.
-        'airnet_muon0.24': {**airnet, 'muon_learning_rate': 0.24},
-        'airnet_muon0.08': {**airnet, 'muon_learning_rate': 0.08},
-        'airnet_muon0.6': {**airnet, 'muon_learning_rate': 0.6},
+        'airnet_muon0.24': {**airnet, 'optimizer': 'muon', 'muon_learning_rate': 0.24},
+        'airnet_muon0.08': {**airnet, 'optimizer': 'muon', 'muon_learning_rate': 0.08},
+        'airnet_muon0.6': {**airnet, 'optimizer': 'muon', 'muon_learning_rate': 0.6},
     })
     return sweep

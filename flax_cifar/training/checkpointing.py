@@ -19,11 +19,11 @@ import time
 
 import jax
 import ml_collections
+import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
-import orbax.checkpoint as ocp
 
-from flax_cifar import errors, storage, validation
+from flax_cifar import compat, errors, storage, validation
 from flax_cifar.errors import InputError
 
 BEST_METRIC = 'test_accuracy'
@@ -125,7 +125,7 @@ class Checkpoints:
 
     def read_meta(self, step: int) -> dict:
         meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-        return upgrade_meta(meta['meta'])
+        return compat.upgrade_meta(meta['meta'])
 
     def _check_architecture(self, step: int, meta: dict, architecture: dict):
         difference = architecture_mismatch(meta['architecture'], architecture)
@@ -146,7 +146,22 @@ class Checkpoints:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-        return restored['state'], restored['meta']
+        return restored['state'], compat.upgrade_meta(restored['meta'])
+
+    def restore_weights(self, step: int, state, architecture: dict):
+        """`state` with the step, weights, batch statistics and their average of `step`: not
+        the optimizer's state, which inference needs not (and an optimizer changed since may
+        not read)."""
+        meta = self.read_meta(step)
+        self._check_architecture(step, meta, architecture)
+        weights = {name: getattr(state, name) for name in ('step', 'params', 'batch_stats', 'ema')
+                   if hasattr(state, name)}
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, weights)
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.PyTreeRestore(
+                abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+                partial_restore=True)))['state']
+        return state.replace(**restored)
 
     def restore_latest_intact(self, state, architecture: dict) -> tuple:
         """(state, meta) of the newest readable step, or (state, None) when there is none.
@@ -181,23 +196,6 @@ class Checkpoints:
         self.manager.close()
 
 
-# Renamed model fields: {(model, old name): (new name, new value from the old)}. Checkpoints
-# saved before a rename keep restoring, resuming and exporting.
-RENAMED_MODEL_ARGS = {('airnet', 'dense_first'): ('dense_convs', lambda first: int(bool(first)))}
-
-
-def upgrade_meta(meta: dict) -> dict:
-    """`meta` with renamed model fields under their current names, in its config and its
-    architecture alike."""
-    for section in ('config', 'architecture'):
-        fields = meta.get(section) or {}
-        args = fields.get('model_args') or {}
-        for (model, old), (new, convert) in RENAMED_MODEL_ARGS.items():
-            if fields.get('model') == model and old in args:
-                args[new] = convert(args.pop(old))
-    return meta
-
-
 # The config fields that fix the parameter shapes a checkpoint holds.
 ARCHITECTURE_FIELDS = ('model', 'model_args')
 
@@ -211,7 +209,7 @@ def architecture(config: ml_collections.ConfigDict) -> dict:
     fields = {name: plain[name] for name in ARCHITECTURE_FIELDS}
     if validation.uses_ema(config):
         fields['ema_decay'] = 'on'
-    if config.get('stem_whitening'):  # a frozen kernel: the optimizer keeps no state for it
+    if config.stem_whitening:  # a frozen kernel: the optimizer keeps no state for it
         fields['stem_whitening'] = True
     return _jsonable(fields)
 
@@ -235,3 +233,16 @@ def architecture_mismatch(saved: dict, current: dict) -> str | None:
             return None
         return None if a == b else f'{path}: {a!r} in the checkpoint, {b!r} here'
     return walk(saved, current, 'config')
+
+
+def run_meta(config: ml_collections.ConfigDict, class_names: list[str]) -> dict:
+    """What every checkpoint of a run carries beside its state."""
+    return {'architecture': {**architecture(config), 'num_classes': len(class_names)},
+            'config': config.to_dict(), 'class_names': class_names}
+
+
+def contents(workdir: str) -> list[str]:
+    """The workdir's entries, folders marked with '/'."""
+    path = epath.Path(workdir)
+    return sorted(p.name + ('/' if p.is_dir() else '') for p in path.iterdir()
+                  if p.name != 'lock') if path.exists() else []

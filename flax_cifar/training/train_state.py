@@ -7,7 +7,9 @@ import ml_collections
 import optax
 from flax.training import train_state
 
-from flax_cifar import input_pipeline, models, optim, whitening
+from flax_cifar import models
+from flax_cifar.data import types
+from flax_cifar.training import whitening
 
 
 class TrainState(train_state.TrainState):
@@ -39,23 +41,13 @@ def inference_variables(state: TrainState, ema: bool = True) -> dict:
 
 
 def create_model(config: ml_collections.ConfigDict, num_classes: int = 10):
-    dtype = jnp.bfloat16 if config.get('half_precision') else jnp.float32
+    dtype = jnp.bfloat16 if config.half_precision else jnp.float32
     return models.create_model(config.model, num_classes=num_classes, dtype=dtype,
                                **config.model_args)
 
 
-def frozen_layers(config: ml_collections.ConfigDict, model) -> tuple[str, ...]:
-    """Layers whose parameters never train: the whitened first conv (config.stem_whitening)."""
-    return (model.first_conv,) if config.get('stem_whitening') else ()
-
-
-def create_optimizer(config: ml_collections.ConfigDict, model,
-                     learning_rate_fn: optax.Schedule) -> optax.GradientTransformation:
-    return optim.create_optimizer(config, learning_rate_fn, frozen_layers(config, model))
-
-
 def create_train_state(rng: jax.Array, model, tx: optax.GradientTransformation,
-                       image_shape=input_pipeline.IMAGE_SHAPE, ema: bool = False) -> TrainState:
+                       image_shape=types.IMAGE_SHAPE, ema: bool = False) -> TrainState:
     # One jitted program: run op by op, the parameter and optimizer-state initializers
     # compile dozens of tiny programs one at a time (same values, seconds more at start).
     @jax.jit
@@ -69,9 +61,10 @@ def create_train_state(rng: jax.Array, model, tx: optax.GradientTransformation,
     return create(rng)
 
 
-def whiten_first_conv(state: TrainState, layer: str, train_images: jax.Array) -> TrainState:
+def whiten_layer(state: TrainState, layer: str, train_images: jax.Array,
+                 normalization: str = 'mean_std') -> TrainState:
     """The state with `layer`'s kernel whitened (config.stem_whitening), its average too."""
-    kernel = whitening.kernel_like(state.params[layer]['kernel'], train_images)
+    kernel = whitening.kernel_like(state.params[layer]['kernel'], train_images, normalization)
     state = state.replace(params=whitening.with_kernel(state.params, layer, kernel))
     if ema_of(state) is not None:  # a buffer of its own: the step donates both
         state = state.replace(ema={**state.ema, 'params': whitening.with_kernel(

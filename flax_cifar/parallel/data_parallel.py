@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 HOSTS, DEVICES = 'hosts', 'devices'
 BATCH = P((HOSTS, DEVICES))  # a global batch: split over every device of every host
@@ -50,7 +51,7 @@ def by_host(mesh: Mesh, local: np.ndarray) -> jax.Array:
     return jax.make_array_from_process_local_data(NamedSharding(mesh, BY_HOST), local)
 
 
-def epoch_order(rng: jax.Array, num_examples: int, shards: int) -> np.ndarray:
+def shard_orders(rng: jax.Array, num_examples: int, shards: int) -> np.ndarray:
     """(shards, shard length): shard s's local row order, one permutation restricted to it."""
     shard_length = num_examples // shards
     permutation = np.asarray(jax.random.permutation(rng, num_examples))

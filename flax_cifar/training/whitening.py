@@ -5,13 +5,15 @@ decorrelates the pixels of each patch, so the layers after it start from inputs 
 directions all have unit variance instead of a few strong colour and brightness directions.
 Its kernel holds the top eigenvectors of the training patches' covariance, each scaled by
 1 / sqrt(eigenvalue + EPS) and paired with its negative, so the ReLU after it drops no
-direction. The optimizer leaves it alone (`optim.create_optimizer`'s `frozen`).
+direction. The optimizer leaves it alone (optim.frozen_patterns).
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from flax_cifar import input_pipeline
+from flax_cifar.data import types
 from flax_cifar.errors import InputError
 
 EPS = 5e-4          # airbench's: keeps the weakest directions from being scaled up to noise
@@ -56,11 +58,12 @@ def whitening_kernel(images: jax.Array, kernel_shape: tuple[int, ...]) -> jax.Ar
     return jnp.concatenate([scaled, -scaled], axis=1).reshape(kernel_shape)
 
 
-@jax.jit
-def kernel_like(kernel: jax.Array, train_images: jax.Array) -> jax.Array:
+@functools.partial(jax.jit, static_argnames='normalization')
+def kernel_like(kernel: jax.Array, train_images: jax.Array,
+                normalization: str = 'mean_std') -> jax.Array:
     """A whitening kernel shaped as `kernel`, from the first NUM_IMAGES rows of the uint8
-    training images: every process computes the same one."""
-    return whitening_kernel(input_pipeline.normalize(train_images[:NUM_IMAGES]),
+    training images as the network sees them: every process computes the same one."""
+    return whitening_kernel(types.normalize(train_images[:NUM_IMAGES], normalization),
                             kernel.shape).astype(kernel.dtype)
 
 

@@ -1,6 +1,6 @@
 """Datasets read through TensorFlow Datasets: a TFDS catalog name or a local ImageFolder.
 
-Imported only for such datasets (input_pipeline dispatches), so that runs from the decoded
+Imported only for such datasets (data.sources dispatches), so that runs from the decoded
 arrays (flax_cifar.arrays) never import TensorFlow.
 """
 import functools
@@ -17,8 +17,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from flax_cifar import errors
+from flax_cifar.data.types import FOLDER_PREFIX, IMAGE_SHAPE, Split
 from flax_cifar.errors import InputError
-from flax_cifar.input_pipeline import FOLDER_PREFIX, IMAGE_SHAPE, Split, default_cache_dir
+from flax_cifar.storage import default_cache_dir
 
 tf.config.set_visible_devices([], 'GPU')  # TF only reads files; the accelerators are JAX's.
 

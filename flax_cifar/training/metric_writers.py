@@ -52,6 +52,15 @@ class MetricWriter:
         for name, value in scalars.items():
             self._summary.add_scalar(name, float(value), step)
 
+    def write_config(self, config: dict):
+        """The run's config as TensorBoard text and hyperparameters, at the run's start."""
+        if not self.enabled:
+            return
+        flat = {k: v for k, v in _flatten(config).items()
+                if isinstance(v, (int, float, str, bool)) and v is not None}
+        self._summary.add_text('config', '\n'.join(f'    {k} = {v!r}' for k, v in flat.items()))
+        self._summary.add_hparams(flat, {}, name='.', global_step=0)
+
     def write_epoch(self, record: dict):
         """Appends `record` as a JSON line and its numbers as TensorBoard scalars."""
         if not self.enabled:
@@ -66,6 +75,16 @@ class MetricWriter:
     def close(self):
         if self.enabled and self._summary_writer is not None:
             self._summary_writer.close()
+
+
+def _flatten(tree: dict, prefix: str = '') -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f'{prefix}{key}.'))
+        else:
+            flat[f'{prefix}{key}'] = value
+    return flat
 
 
 def read_records(path: str, count_bad: bool = False):

@@ -7,35 +7,38 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from flax_cifar.train_state import TrainState, ema_of, raw_variables
+from flax_cifar.training.train_state import TrainState, ema_of, raw_variables
 
 
-def ema_decay_at(step: jax.Array, decay: float) -> jax.Array:
-    """`decay`, held below (1 + step) / (10 + step): early on the average follows the weights
-    instead of remembering their random initial values for thousands of steps."""
-    return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+def ema_decay_at(step: jax.Array, decay: float, warmup: bool = True) -> jax.Array:
+    """`decay`; with warmup held below (1 + step) / (10 + step), so that early on the average
+    follows the weights instead of remembering their random initial values for thousands of
+    steps (without: xvel/cifar10-tiniest's plain average from the initial weights)."""
+    return jnp.minimum(decay, (1.0 + step) / (10.0 + step)) if warmup else decay
 
 
 class Lookahead(NamedTuple):
     """airbench's Lookahead (config.lookahead): every `every` steps from `start_step` on, the
     slow copy (state.ema) moves towards the weights by 1 - rho and the weights jump back to
     it, rho = decay ** every * (step / total_steps) ** power: free early, averaging strongly
-    at the end. At each epoch's end the weights take the slow copy (rho = 1)."""
+    at the end. Every `reset_every` steps (each epoch's end, or the run's: airbench93's) the
+    weights take the slow copy (rho = 1)."""
     every: int
     decay: float
     power: float
     start_step: int
-    steps_per_epoch: int
+    reset_every: int
     total_steps: int
 
 
 def lookahead_of(config: ml_collections.ConfigDict, steps_per_epoch: int,
                  total_steps: int) -> Lookahead | None:
-    settings = config.get('lookahead')
-    if not settings or not settings.every:
+    settings = config.lookahead
+    if not settings.every:
         return None
     return Lookahead(settings.every, settings.decay, settings.power,
-                     settings.start_epoch * steps_per_epoch, steps_per_epoch, total_steps)
+                     settings.start_epoch * steps_per_epoch,
+                     steps_per_epoch if settings.sync_each_epoch else total_steps, total_steps)
 
 
 def lookahead_sync(state: TrainState, lookahead: Lookahead) -> TrainState:
@@ -44,7 +47,7 @@ def lookahead_sync(state: TrainState, lookahead: Lookahead) -> TrainState:
     step = state.step
     early = step < lookahead.start_step
     sync = step % lookahead.every == 0
-    moves = early | sync | (step % lookahead.steps_per_epoch == 0)
+    moves = early | sync | (step % lookahead.reset_every == 0)
     rho = jnp.where(early, 0.0, jnp.where(
         sync, lookahead.decay ** lookahead.every * (step / lookahead.total_steps)
         ** lookahead.power, 1.0))
@@ -54,11 +57,13 @@ def lookahead_sync(state: TrainState, lookahead: Lookahead) -> TrainState:
     return state.replace(ema=slow, **weights)
 
 
-def update_average(state: TrainState, ema_decay: float, lookahead: Lookahead | None):
+def update_average(state: TrainState, ema_decay: float, lookahead: Lookahead | None,
+                   ema_warmup: bool = True):
     """The state after its step's averaging: Lookahead's move, or the moving average's."""
     if lookahead is not None:
         return lookahead_sync(state, lookahead)
     if ema_of(state) is not None:
-        return state.replace(ema=optax.incremental_update(
-            raw_variables(state), state.ema, 1.0 - ema_decay_at(state.step, ema_decay)))
+        decay = ema_decay_at(state.step, ema_decay, ema_warmup)
+        return state.replace(ema=optax.incremental_update(raw_variables(state), state.ema,
+                                                          1.0 - decay))
     return state

@@ -19,8 +19,8 @@ def on_multihost_tpu() -> bool:
 
 def maybe_initialize(config: ml_collections.ConfigDict) -> bool:
     """Joins the other processes if the config or the platform says there are any."""
-    settings = config.get('distributed')
-    if settings and settings.coordinator_address:
+    settings = config.distributed
+    if settings.coordinator_address:
         jax.distributed.initialize(coordinator_address=settings.coordinator_address,
                                    num_processes=settings.num_processes,
                                    process_id=settings.process_id)

@@ -1,0 +1,100 @@
+"""`--mode=evaluate`: a checkpoint's test accuracy under every test-time view, per class,
+and its confusion matrix, printed and plotted into the workdir."""
+import os
+
+import matplotlib
+import numpy as np
+from etils import epath
+
+matplotlib.use('Agg')  # files only; no display on training machines
+import matplotlib.pyplot as plt  # noqa: E402
+
+from flax_cifar.data import sources  # noqa: E402
+from flax_cifar.evaluation.inference import ViewLogits, restore_for_inference  # noqa: E402
+from flax_cifar.evaluation.views import test_time_views  # noqa: E402
+from flax_cifar.training import train_state  # noqa: E402
+
+# Test-time views whose accuracy `evaluate_checkpoint` reports beside the configured ones:
+# name -> (flip, translate).
+VIEWS = {'none': (False, 0), 'flip': (True, 0), 'flip and 1-pixel shifts': (True, 1)}
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """Rows: true class; columns: predicted class."""
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(matrix, (labels, predictions), 1)
+    return matrix
+
+
+def format_report(matrix: np.ndarray, class_names: list[str]) -> str:
+    width = max(8, max(len(n) for n in class_names) + 1)
+    lines = [f"{'class':<{width}}{'accuracy':>10}   confusion (rows: true, columns: predicted)"]
+    for name, row in zip(class_names, matrix):
+        accuracy = row[class_names.index(name)] / max(row.sum(), 1)
+        lines.append(f'{name:<{width}}{100 * accuracy:>9.2f}%   ' +
+                     ' '.join(f'{v:>5d}' for v in row))
+    return '\n'.join(lines)
+
+
+def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: str, title: str):
+    fig, ax = plt.subplots(figsize=(7, 6))
+    image = ax.imshow(matrix, cmap='Blues')
+    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha='right')
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_xlabel('predicted')
+    ax.set_ylabel('true')
+    ax.set_title(title)
+    for (i, j), v in np.ndenumerate(matrix):
+        ax.text(j, i, str(v), ha='center', va='center', fontsize=7,
+                color='white' if v > matrix.max() / 2 else 'black')
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    with epath.Path(path).open('wb') as f:  # local or gs://
+        fig.savefig(f, format='png', dpi=120)
+    plt.close(fig)
+
+
+def evaluate_checkpoint(workdir: str, which: str = 'best', dataset: str | None = None) -> dict:
+    """Test loss, accuracy, per-class accuracy and confusion matrix of a saved checkpoint.
+
+    Prints the table and writes `confusion_matrix_step<N>.png` into the workdir.
+    """
+    state, config, class_names, step = restore_for_inference(workdir, which)
+    dataset = dataset or config.dataset
+    test = sources.load_split(dataset, 'test', config.data_dir,
+                                     config.data_cache_dir)
+    # The configured views give the loss, the accuracy and the confusion matrix; the others'
+    # accuracies are reported beside it, as their effect on this checkpoint.
+    views = test_time_views(config)
+    flip, translate = views
+    test_logits = ViewLogits(state, test.images, config.eval_batch_size)
+    log_probabilities = test_logits.log_probabilities(flip, translate)
+    matrix = confusion_matrix(test.labels, log_probabilities.argmax(-1), len(class_names))
+    count = len(test.labels)
+    result = {'loss': float(-log_probabilities[np.arange(count), test.labels].mean()),
+              'correct': int(np.trace(matrix)), 'count': count,
+              'accuracy': float(np.trace(matrix)) / count}
+    view_accuracies = {
+        name: float(np.mean(test_logits.log_probabilities(*other).argmax(-1) == test.labels))
+        for name, other in VIEWS.items()}
+    print(f'{which} checkpoint: step {step} of {workdir}')
+    print(f"Test set: Average loss: {result['loss']:.4f}, Accuracy: "
+          f"{result['correct']}/{result['count']} ({100 * result['accuracy']:.2f}%)")
+    print(f'Test-time views: configured flip={flip}, translate={translate} (config.eval_flip, '
+          f'config.eval_translate); ' + ', '.join(
+              f'{name}: {100 * accuracy:.2f}%' for name, accuracy in view_accuracies.items()))
+    raw_accuracy = None
+    if train_state.ema_of(state) is not None:
+        raw = ViewLogits(state, test.images, config.eval_batch_size,
+                         ema=False).log_probabilities(flip, translate)
+        raw_accuracy = float(np.mean(raw.argmax(-1) == test.labels))
+        print(f'Moving average of the weights (config.ema_decay={config.ema_decay}); '
+              f'the weights themselves: {100 * raw_accuracy:.2f}%')
+    print(format_report(matrix, class_names))
+    path = os.path.join(workdir, f'confusion_matrix_step{step}.png')
+    plot_confusion_matrix(matrix, class_names, path,
+                          f"step {step}: {100 * result['accuracy']:.2f}% on {dataset}")
+    print(f'Confusion matrix plot: {path}')
+    return {**result, 'step': step, 'confusion_matrix': matrix, 'views': views,
+            'view_accuracies': view_accuracies, 'without_ema_accuracy': raw_accuracy,
+            'per_class_accuracy': matrix.diagonal() / np.maximum(matrix.sum(1), 1)}

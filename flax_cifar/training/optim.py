@@ -1,0 +1,232 @@
+"""The objective and the optimizer: smoothed cross-entropy, an optimizer and a learning-rate
+schedule chosen by name (OPTIMIZERS, SCHEDULES), and parameter rules from the config.
+
+Rules are regexes over parameter paths such as 'block1_conv1_bn/bias' (searched, so a
+pattern may match any part): `config.frozen` parameters never change, `config.lr_mults`
+and `config.wd_mults` ((pattern, multiplier) pairs, the first match wins) scale a
+parameter's learning rate and weight decay. A rule that matches no parameter stops the run
+at start (`check_rules`), so a renamed layer cannot silently escape its rule.
+"""
+import re
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import traverse_util
+
+from flax_cifar.errors import ConfigError
+
+
+def cross_entropy(logits, labels, label_smoothing: float = 0.0):
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+    return optax.softmax_cross_entropy(logits, targets)
+
+
+# Schedules: (config, total steps) -> optax schedule peaking at config.learning_rate.
+
+def _onecycle(config, total_steps):
+    return optax.cosine_onecycle_schedule(
+        transition_steps=total_steps, peak_value=config.learning_rate,
+        pct_start=config.warmup_fraction, div_factor=config.onecycle_div_factor,
+        final_div_factor=config.onecycle_final_div_factor)
+
+
+def _warmup_cosine(config, total_steps):
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=config.learning_rate,
+        warmup_steps=int(config.warmup_fraction * total_steps), decay_steps=total_steps)
+
+
+def _constant(config, total_steps):
+    del total_steps
+    return optax.constant_schedule(config.learning_rate)
+
+
+def _triangle(config, total_steps):
+    """airbench's: linear from learning_rate / onecycle_div_factor up to learning_rate at
+    warmup_fraction of the steps, then linear down to that start / onecycle_final_div_factor."""
+    start = config.learning_rate / config.onecycle_div_factor
+    warmup = max(1, int(config.warmup_fraction * total_steps))
+    return optax.join_schedules([
+        optax.linear_schedule(start, config.learning_rate, warmup),
+        optax.linear_schedule(config.learning_rate, start / config.onecycle_final_div_factor,
+                              max(1, total_steps - warmup))], [warmup])
+
+
+SCHEDULES = {'onecycle': _onecycle, 'warmup_cosine': _warmup_cosine, 'constant': _constant,
+             'triangle': _triangle}
+
+
+def create_learning_rate_fn(config: ml_collections.ConfigDict,
+                            total_steps: int) -> optax.Schedule:
+    """The per-step learning rate; `config.learning_rate` is its peak."""
+    return SCHEDULES[config.schedule](config, total_steps)
+
+
+# Parameter rules.
+
+def path_of(path: tuple) -> str:
+    return '/'.join(str(p) for p in path)
+
+
+def _matches(pattern: str, path: tuple) -> bool:
+    return re.search(pattern, path_of(path)) is not None
+
+
+def _first_match(pairs, path: tuple, default: float) -> float:
+    return next((float(value) for pattern, value in pairs if _matches(pattern, path)), default)
+
+
+def frozen_patterns(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """config.frozen, and the whitened layer's kernel (config.stem_whitening), which its
+    patch statistics set and nothing trains."""
+    whitened = (f'^{re.escape(config.stem_whitening)}/kernel$',) if config.stem_whitening else ()
+    return tuple(config.frozen) + whitened
+
+
+def frozen_test(config: ml_collections.ConfigDict) -> Callable[[tuple], bool]:
+    """Whether a parameter path is frozen (frozen_patterns)."""
+    frozen = frozen_patterns(config)
+    return lambda path: any(_matches(pattern, path) for pattern in frozen)
+
+
+def check_rules(config: ml_collections.ConfigDict, params) -> None:
+    """ConfigError naming the first rule that matches none of `params` (shapes suffice)."""
+    paths = list(traverse_util.flatten_dict(params))
+    if config.stem_whitening and (config.stem_whitening, 'kernel') not in paths:
+        raise ConfigError(f'config.stem_whitening={config.stem_whitening!r}: the network has '
+                          f'no such layer with a kernel (its first layers: '
+                          f'{sorted({p[0] for p in paths})[:6]})')
+    rules = [('config.frozen', pattern) for pattern in config.frozen] + [
+        (f'config.{name}', pattern) for name in ('lr_mults', 'wd_mults', 'frozen_after_epochs')
+        for pattern, _ in config[name]]
+    for field, pattern in rules:
+        try:
+            matched = any(_matches(pattern, p) for p in paths)
+        except re.error as e:
+            raise ConfigError(f'{field}: {pattern!r} is not a regular expression ({e})') from None
+        if not matched:
+            raise ConfigError(f'{field}: {pattern!r} matches no parameter of '
+                              f'config.model={config.model!r} (paths look like '
+                              f'{path_of(paths[0])!r})')
+
+
+def _tree(fn: Callable[[tuple, jax.Array], object]):
+    """A mask or label function for optax: fn(path, param) at every parameter."""
+    return lambda params: traverse_util.path_aware_map(fn, params)
+
+
+def _scaled_by(pairs, default: float, transform: Callable[[float], optax.GradientTransformation]):
+    """`transform(m)` on the parameters whose first matching pair gives multiplier m, for
+    each m other than `default`; identity where there is none."""
+    multipliers = sorted({float(m) for _, m in pairs} - {default})
+    if not multipliers:
+        return optax.identity()
+    parts = [optax.masked(transform(m), _tree(
+        lambda path, _, m=m: _first_match(pairs, path, default) == m)) for m in multipliers]
+    return parts[0] if len(parts) == 1 else optax.chain(*parts)
+
+
+def _weight_decay(config):
+    """config.weight_decay times each parameter's config.wd_mults multiplier (0 unmatched)."""
+    return _scaled_by(config.wd_mults, 0.0,
+                      lambda m: optax.add_decayed_weights(config.weight_decay * m))
+
+
+def _lr_mults(config):
+    return _scaled_by(config.lr_mults, 1.0, optax.scale)
+
+
+# Optimizers: (config, learning-rate schedule) -> a transformation of the trained parameters.
+
+def sgd(config, learning_rate_fn):
+    """SGD with (Nesterov) momentum and L2 weight decay. A learning-rate multiplier scales
+    the gradient, not the decay (airbench's bias_scaler)."""
+    return optax.chain(_lr_mults(config), _weight_decay(config),
+                       optax.sgd(learning_rate_fn, momentum=config.momentum,
+                                 nesterov=config.nesterov))
+
+
+def adamw(config, learning_rate_fn):
+    """AdamW as PyTorch has it: decay decoupled from the gradient, lr * wd * p a step."""
+    return optax.chain(
+        optax.scale_by_adam(b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps),
+        _weight_decay(config), _lr_mults(config),
+        optax.scale_by_learning_rate(learning_rate_fn))
+
+
+def is_matrix_kernel(path: tuple, param) -> bool:
+    """A dense or pointwise conv kernel (HWIO with I > 1): what Muon orthogonalizes. Depthwise
+    kernels (I = 1), the classifier and the normalization parameters keep SGD, as in airbench."""
+    return path[-1] == 'kernel' and param.ndim == 4 and param.shape[2] > 1
+
+
+def normalize_weights() -> optax.GradientTransformation:
+    """Each update sets its kernel's norm to sqrt(output channels) first (airbench94_muon:
+    a filter's scale carries nothing under the BatchNorm after it)."""
+    def update(updates, state, params):
+        def renormalized(u, p):
+            target = optax.projections.projection_l2_sphere(p, jnp.sqrt(p.shape[-1]))
+            return u + target - p
+        return jax.tree.map(renormalized, updates, params), state
+    return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
+
+
+def muon_for_matrices(config, learning_rate_fn):
+    """optax's Muon at config.muon_learning_rate, on the schedule's shape (each output filter a
+    row of an O x HWI matrix), weight decay by config.wd_mults; with
+    config.muon_normalize_weights, airbench94_muon's renormalized kernels."""
+    peak = config.learning_rate
+    return optax.chain(
+        optax.contrib.scale_by_muon(
+            beta=config.muon_momentum, nesterov=True, ns_steps=config.muon_ns_steps,
+            weight_dimension_numbers=lambda tree: jax.tree.map(
+                lambda _: optax.contrib.MuonDimensionNumbers((0, 1, 2), 3), tree)),
+        _weight_decay(config),
+        optax.scale_by_learning_rate(
+            lambda step: config.muon_learning_rate * learning_rate_fn(step) / peak),
+        *((normalize_weights(),) if config.muon_normalize_weights else ()))
+
+
+OPTIMIZERS = {'sgd': sgd, 'adamw': adamw, 'muon': sgd}  # muon: SGD beside Muon's matrices
+
+
+def freeze_after(config, steps_per_epoch: int | None):
+    """Zeroes the updates of the parameters config.frozen_after_epochs names, from their
+    epoch on (airbench93 trains its whitening bias for 3 epochs)."""
+    if not config.frozen_after_epochs:
+        return optax.identity()
+    if steps_per_epoch is None:
+        raise ValueError('config.frozen_after_epochs needs the steps per epoch')
+    parts = [optax.masked(
+        optax.scale_by_schedule(
+            lambda count, last=epoch * steps_per_epoch: jnp.where(count < last, 1.0, 0.0)),
+        _tree(lambda path, _, pattern=pattern: _matches(pattern, path)))
+        for pattern, epoch in config.frozen_after_epochs]
+    return optax.chain(*parts)
+
+
+def create_optimizer(config: ml_collections.ConfigDict, learning_rate_fn: optax.Schedule,
+                     steps_per_epoch: int | None = None) -> optax.GradientTransformation:
+    """config.optimizer for the trained parameters; none for the frozen (no update, decay or
+    momentum); with 'muon', Muon for the dense and pointwise conv kernels."""
+    trained = OPTIMIZERS[config.optimizer](config, learning_rate_fn)
+    if config.frozen_after_epochs:
+        trained = optax.chain(trained, freeze_after(config, steps_per_epoch))
+    is_frozen = frozen_test(config)
+    use_muon = config.optimizer == 'muon'
+    if not frozen_patterns(config) and not use_muon:
+        return trained
+
+    def group(path, param):
+        if is_frozen(path):
+            return 'frozen'
+        return 'muon' if use_muon and is_matrix_kernel(path, param) else 'trained'
+
+    # The group names are those of the optimizer state that checkpoints hold.
+    transforms = {'trained': trained, 'frozen': optax.set_to_zero()}
+    if use_muon:
+        transforms['muon'] = muon_for_matrices(config, learning_rate_fn)
+    return optax.multi_transform(transforms, _tree(group))
