@@ -17,8 +17,10 @@ from flax_cifar.models.dsresnet import DSResNet
 from flax_cifar.models.seednet import SeedNet
 from flax_cifar.models.splitnet import SplitNet
 from flax_cifar.models.summary import layer_table, param_count, summarize
+from flax_cifar.models.tiniest import Tiniest
 
-MODELS = {'seednet': SeedNet, 'dsresnet': DSResNet, 'airnet': AirNet, 'splitnet': SplitNet}
+MODELS = {'seednet': SeedNet, 'dsresnet': DSResNet, 'airnet': AirNet, 'splitnet': SplitNet,
+          'tiniest': Tiniest}
 
 __all__ = ['MODELS', 'create_model', 'layer_table', 'param_count', 'summarize']
 
