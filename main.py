@@ -7,10 +7,10 @@
   python main.py --mode=predict --exported workdirs/default/export/model_int8.tflite a.png
 """
 import os
+import re
 import sys
 import traceback
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TF's C++ start-up chatter
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -25,17 +25,70 @@ flags.DEFINE_string('exported', None,
 flags.DEFINE_string('workdir', None,
                     'Checkpoints and metrics go here; a run resumes from it. '
                     'Default: workdirs/<config file name>.')
+flags.DEFINE_bool('one_view', False,
+                  'export: models of one view per image (a fraction of the latency) instead of '
+                  "the config's test-time views averaged, as evaluate and predict do.")
 flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'],
                   'The checkpoint that evaluate and predict use: best test accuracy or latest.')
 config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
                                 lock_config=True)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's parsing, each misuse of the command line ended with one line, not a traceback."""
+    try:
+        argv = FLAGS(argv)
+        if FLAGS.config is not None:
+            FLAGS.config.get('seed')  # a config file that failed to load raises here
+    except flags.Error as e:
+        sys.exit(f'error: {e}')
+    except AttributeError as e:  # --config.<key> names no field; ml_collections suggests one
+        sys.exit(f'error: {unknown_field_message(str(e), argv)}')
+    except (OSError, ValueError, TypeError, SyntaxError, ImportError) as e:
+        sys.exit(f'error: --config: {type(e).__name__}: {str(e).strip().splitlines()[-1].strip()}')
+    problem = usage_problem(argv)
+    if problem:
+        sys.exit(f'error: {problem}')
+    return argv
+
+
+def unknown_field_message(error: str, argv: list[str]) -> str:
+    """'--config.<key>: no such field (did you mean ...)' from ml_collections' AttributeError."""
+    name = re.search(r"[A-Za-z_]\w*", error).group()
+    keys = [arg[len('--config.'):].split('=')[0] for arg in argv if arg.startswith('--config.')]
+    key = next((k for k in keys if k.split('.')[-1] == name), name)
+    suggestion = re.search(r'Did you mean "([^"]+)"', error)
+    hint = f'; did you mean {suggestion.group(1)!r}?' if suggestion else ''
+    return f'--config.{key}: the config has no such field{hint}'
+
+
+def usage_problem(argv: list[str]) -> str | None:
+    """What is wrong with the flags and arguments for --mode, if anything."""
+    given = [name for name in ('config', 'workdir', 'exported', 'checkpoint', 'one_view')
+             if FLAGS[name].present]
+    allowed = {'train': {'config', 'workdir'},
+               'evaluate': {'config', 'workdir', 'checkpoint'},
+               'predict': {'config', 'workdir', 'checkpoint', 'exported'},
+               'export': {'config', 'workdir', 'checkpoint', 'one_view'}}[FLAGS.mode]
+    extra = [f'--{name}' for name in given if name not in allowed]
+    if extra:
+        return f'--mode={FLAGS.mode} does not take {", ".join(extra)}'
+    if FLAGS.mode != 'predict' and len(argv) > 1:
+        return f'--mode={FLAGS.mode} takes no arguments; got {argv[1:]}'
+    if FLAGS.mode == 'train' and FLAGS.config is None:
+        return '--config is needed to train, e.g. --config configs/default.py'
+    if FLAGS.mode == 'predict' and len(argv) < 2:
+        return '--mode=predict takes image files as arguments'
+    if FLAGS.mode == 'predict' and FLAGS.exported and ({'config', 'workdir'} & set(given)):
+        return '--exported predicts with the exported model alone; drop --config/--workdir'
+    if not FLAGS.workdir and FLAGS.config is None and not FLAGS.exported:
+        return f'--mode={FLAGS.mode} needs --workdir (or --config, for workdirs/<config name>)'
+    return None
+
+
 def workdir_for(config_flag) -> str:
     if FLAGS.workdir:
         return FLAGS.workdir
-    if config_flag.config_filename is None:
-        raise app.UsageError('--workdir (or --config, to use workdirs/<config name>) is needed')
     name = os.path.splitext(os.path.basename(config_flag.config_filename))[0]
     return os.path.join('workdirs', name)
 
@@ -45,12 +98,6 @@ def main(argv):
         # The console is for the progress bars and test lines; Orbax's INFO chatter: -v 0.
         # Reading a checkpoint, its warnings say only that it is opened read-only.
         logging.set_verbosity(logging.WARNING if FLAGS.mode == 'train' else logging.ERROR)
-    if FLAGS.mode != 'predict' and len(argv) > 1:
-        raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-    if FLAGS.mode == 'train' and FLAGS.config is None:
-        raise app.UsageError('--config is needed to train, e.g. --config configs/default.py')
-    if FLAGS.mode == 'predict' and len(argv) < 2:
-        raise app.UsageError('--mode=predict takes image files as arguments')
     from flax_cifar import xla_options
     from flax_cifar.errors import InputError
     from flax_cifar.parallel import distributed
@@ -76,8 +123,8 @@ def main(argv):
         else:
             from flax_cifar import export
             workdir = workdir_for(FLAGS['config'])
-            print(export.format_report(export.export(workdir, FLAGS.checkpoint,
-                                                     dataset=dataset)))
+            print(export.format_report(export.export(workdir, FLAGS.checkpoint, dataset=dataset,
+                                                     one_view=FLAGS.one_view)))
             print(f'Models and export.json: {os.path.join(workdir, "export")}')
         if FLAGS.mode == 'predict':
             for path, name, probability in predictions:
@@ -100,4 +147,4 @@ def _exit_job(message: str):
 
 
 if __name__ == '__main__':
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

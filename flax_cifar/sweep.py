@@ -234,8 +234,29 @@ def plot_frontier(rows: list[dict], root: str) -> str | None:
     return path
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage block
+        raise SystemExit(f'error: {message} (see python -m flax_cifar.sweep --help)')
+
+
+def load_sweep(path: str) -> dict:
+    """The dict of a sweep file's get_sweep(), or one line saying why there is none."""
+    if not os.path.isfile(path):
+        raise SystemExit(f'error: sweep file {path}: no such file')
+    try:
+        sweep = load_module(path).get_sweep()
+    except AttributeError as e:
+        raise SystemExit(f'error: sweep file {path}: {e}') from None
+    except SyntaxError as e:
+        raise SystemExit(f'error: sweep file {path}: {e}') from None
+    if not isinstance(sweep, dict):
+        raise SystemExit(f'error: sweep file {path}: get_sweep() returned {type(sweep).__name__}, '
+                         'not a dict')
+    return sweep
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = _Parser(description=__doc__.split('\n')[0])
     parser.add_argument('sweep_file')
     parser.add_argument('--root', required=True, help='one workdir per (run, seed) under it')
     parser.add_argument('--parallel', type=int, default=1, help='runs at a time')
@@ -247,7 +268,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if REPO not in sys.path:
         sys.path.insert(0, REPO)  # sweep and config files import configs.*
-    sweep = load_module(args.sweep_file).get_sweep()
+    sweep = load_sweep(args.sweep_file)
     sweep.setdefault('seeds', [0])
     sweep['overrides'] = {**sweep.get('overrides', {}),
                           **dict(parse_override(o) for o in args.override)}
