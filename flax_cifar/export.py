@@ -1,16 +1,17 @@
 """Deploy a trained workdir: LiteRT (TFLite) float32 and full-integer int8 models and an ONNX
 float32 model, each measured on the test split by its own runtime.
 
-  python main.py --mode=export --workdir WORKDIR [--checkpoint=best]
+  python main.py --mode=export --workdir WORKDIR [--checkpoint=best] [--one_view]
   python main.py --mode=predict --exported WORKDIR/export/model_int8.tflite a.png b.jpg
 
 Every model takes raw uint8 RGB images (N x 32 x 32 x 3, NHWC; the normalization is inside)
 and returns the 10 class scores: float32 logits, or for int8 the quantized logits (their
-argmax is the class; `export.json` has the scale and zero point). The models compute one
-view of each image (no test-time flips or shifts), with the weights evaluation uses (the
-weight average where the run keeps one); BatchNorm runs on its statistics, which the
-converters fold into the convs. Needs the `export` extra (TensorFlow, onnx, onnxruntime) and
-jax2onnx (pip install --no-deps jax2onnx: its own pin of orbax-checkpoint is older than ours).
+argmax is the class; `export.json` has the scale and zero point). The models are the
+evaluated model: the config's test-time views (flips, shifts) averaged inside the graph,
+or one view with --one_view, with the weights evaluation uses (the weight average where the
+run keeps one); BatchNorm runs on its statistics, which the converters fold into the convs.
+Exporting needs the `export` extra and jax2onnx (pip install --no-deps jax2onnx: its own pin
+of orbax-checkpoint is older than ours); running an exported model needs only `deploy`.
 """
 import importlib.util
 import json
@@ -28,7 +29,7 @@ from etils import epath
 from flax_cifar import models, storage
 from flax_cifar.data import sources, types
 from flax_cifar.errors import InputError
-from flax_cifar.evaluation import inference
+from flax_cifar.evaluation import inference, views
 from flax_cifar.training import train_state
 from flax_cifar.training.train_state import inference_variables
 
@@ -37,15 +38,22 @@ INFO = 'export.json'
 LATENCY_RUNS = 200  # batch-1 invocations timed per model, after 20 warm-up runs
 
 
-def logits_fn(state, config, num_classes: int):
+def logits_fn(state, config, num_classes: int, one_view: bool = False):
     """uint8 (or 0..255 float) NHWC images -> float32 logits: the deployed computation, its
     depthwise convs as grouped convs (what converters map to DEPTHWISE_CONV_2D), not the
-    shifted multiply-adds that train faster on CPU and GPU."""
+    shifted multiply-adds that train faster on CPU and GPU. The config's test-time views
+    are averaged inside the graph, so the model is the one evaluation measured, unless
+    `one_view` (a fraction of the latency)."""
     model = train_state.create_model(config, num_classes).clone(depthwise_implementation='conv')
     variables = inference_variables(state)
+    flip, translate = (False, 0) if one_view else views.test_time_views(config)
 
     def fn(images):
-        return model.apply(variables, types.normalize(images, config.normalize), train=False)
+        normalized = types.normalize(images, config.normalize)
+        return views.average_views(
+            lambda shift, mirrored: model.apply(
+                variables, views.view_images(normalized, shift, mirrored), train=False),
+            flip, translate)
     return fn
 
 
@@ -120,8 +128,8 @@ class Runtime:
             self.input_name = self.session.get_inputs()[0].name
             self.run_one = lambda image: self.session.run(None, {self.input_name: image})[0]
         else:
-            import tensorflow as tf
-            self.interpreter = tf.lite.Interpreter(model_content=model, num_threads=1)
+            from ai_edge_litert.interpreter import Interpreter  # LiteRT: no TensorFlow needed
+            self.interpreter = Interpreter(model_content=model, num_threads=1)
             self.interpreter.allocate_tensors()
             self.input = self.interpreter.get_input_details()[0]
             self.output = self.interpreter.get_output_details()[0]
@@ -150,7 +158,7 @@ class Runtime:
 
 
 def _require_converters():
-    missing = [name for name in ('tensorflow', 'jax2onnx', 'onnxruntime')
+    missing = [name for name in ('tensorflow', 'jax2onnx', 'onnxruntime', 'ai_edge_litert')
                if importlib.util.find_spec(name) is None]
     if missing:
         raise InputError(f"--mode=export needs {', '.join(missing)}: pip install -e "
@@ -158,9 +166,10 @@ def _require_converters():
 
 
 def export(workdir: str, which: str = 'best', calibration_size: int = 500,
-           dataset: str | None = None) -> dict:
+           dataset: str | None = None, one_view: bool = False) -> dict:
     """Writes the three models into <workdir>/export, measures each on the test split and
-    writes export.json; returns what it wrote there."""
+    writes export.json; returns what it wrote there. The models average the config's
+    test-time views, as evaluation does, unless `one_view`."""
     _require_converters()
     state, config, class_names, step = inference.restore_for_inference(workdir, which)
     dataset = dataset or config.dataset
@@ -170,7 +179,8 @@ def export(workdir: str, which: str = 'best', calibration_size: int = 500,
         dataset, 'train', config.data_dir)))
     calibration = sources.load_split(dataset, 'train', config.data_dir,
                                             config.data_cache_dir, train_rows).images
-    fn = logits_fn(state, config, len(class_names))
+    fn = logits_fn(state, config, len(class_names), one_view)
+    flip, translate = (False, 0) if one_view else views.test_time_views(config)
     jitted = jax.jit(fn)  # one wrapper: each batch shape compiles once
     jax_scores = np.concatenate([np.asarray(jitted(test.images[i:i + 1000]))
                                  for i in range(0, len(test.images), 1000)])
@@ -183,6 +193,7 @@ def export(workdir: str, which: str = 'best', calibration_size: int = 500,
     epath.Path(out).mkdir(parents=True, exist_ok=True)
     report = {'checkpoint': {'workdir': workdir, 'which': which, 'step': step},
               'class_names': class_names, 'jax_test_accuracy': jax_accuracy,
+              'views': view_names(flip, translate),
               'test_images': len(test.labels), 'calibration_images': len(calibration),
               'models': {}}
     builders = {FLOAT_TFLITE: ('LiteRT', lambda: to_tflite(fn)),
@@ -208,7 +219,7 @@ def export(workdir: str, which: str = 'best', calibration_size: int = 500,
         scores = runtime.scores(test.images)
         predictions = scores.argmax(-1)
         report['models'][name] = {
-            'runtime': 'LiteRT (tf.lite.Interpreter)' if converter == 'LiteRT'
+            'runtime': 'LiteRT (ai-edge-litert)' if converter == 'LiteRT'
                        else 'ONNX Runtime',
             'test_accuracy': float(np.mean(predictions == test.labels)),
             'agrees_with_jax': float(np.mean(predictions == jax_scores.argmax(-1))),
@@ -220,8 +231,15 @@ def export(workdir: str, which: str = 'best', calibration_size: int = 500,
     return report
 
 
+def view_names(flip: bool, translate: int) -> str:
+    """The test-time views a model averages, in words."""
+    names = ['the image'] + (['its mirror image'] if flip else []) + (
+        [f'{translate}-pixel shifts'] if translate else [])
+    return 'one view' if len(names) == 1 else ', '.join(names)
+
+
 def format_report(report: dict) -> str:
-    lines = [f"JAX (one view, float32): {100 * report['jax_test_accuracy']:.2f}% on "
+    lines = [f"JAX ({report['views']}, float32): {100 * report['jax_test_accuracy']:.2f}% on "
              f"{report['test_images']} test images",
              f"{'model':<22}{'accuracy':>10}{'vs JAX':>9}{'same class':>12}{'size KB':>10}"
              f"{'ms/image':>10}"]

@@ -6,6 +6,8 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # Decoded-dataset caches of the tests' small folders go to a throwaway place, also for the
 # subprocesses the tests start.
+import atexit  # noqa: E402
+import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
 # The user's own cache (uv's and pip's packages), for the stand-in pod's installs.
@@ -14,6 +16,7 @@ os.environ.setdefault('FLAX_CIFAR_TEST_USER_CACHE',
                       os.environ.get('XDG_CACHE_HOME', os.path.expanduser('~/.cache')))
 ORIGINAL_CACHE_HOME = os.environ['FLAX_CIFAR_TEST_USER_CACHE']
 os.environ['XDG_CACHE_HOME'] = tempfile.mkdtemp(prefix='flax_cifar_test_cache_')
+atexit.register(shutil.rmtree, os.environ['XDG_CACHE_HOME'], ignore_errors=True)
 # Many tests train the same small network, several in subprocesses: compile each step once.
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
                       os.path.join(os.environ['XDG_CACHE_HOME'], 'jax'))
@@ -31,6 +34,29 @@ CONFIG_FILES = sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(R
 SWEEP_FILES = sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, 'configs',
                                                                               'sweeps', '*.py'))
                      if not p.endswith('__init__.py'))
+
+
+# .ci/run sets it: there a skipped test (a missing optional package, an absent server)
+# fails the run instead of passing it silently.
+NO_SKIPS = os.environ.get('FLAX_CIFAR_TESTS_NO_SKIPS') == '1'
+
+
+def _fail_a_skip(report):
+    if NO_SKIPS and report.skipped and not hasattr(report, 'wasxfail'):
+        report.outcome = 'failed'
+        report.longrepr = f'skipped where FLAX_CIFAR_TESTS_NO_SKIPS=1: {report.longrepr}'
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _fail_a_skip(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    _fail_a_skip(outcome.get_result())
 
 
 def load_config(config_file: str):
@@ -126,3 +152,26 @@ def gcs_bucket(gcs_server, request):
     name = ''.join(c if c.isalnum() else '-' for c in request.node.name.lower())[:50].strip('-')
     storage.Client().create_bucket(name)
     return f'gs://{name}'
+
+
+# Runs main.py as if TensorFlow were not installed: importing it fails, as it would.
+WITHOUT_TF = f'''
+import runpy, sys
+sys.modules['tensorflow'] = sys.modules['tensorflow_datasets'] = None
+sys.argv = ['main.py', *sys.argv[1:]]
+try:
+    runpy.run_path({os.path.join(REPO, 'main.py')!r}, run_name='__main__')
+finally:
+    loaded = sorted(m for m, v in sys.modules.items()
+                    if v is not None and m.split('.')[0] == 'tensorflow')
+    print('tensorflow modules:', loaded)
+'''
+
+
+def without_tf(*args):
+    """main.py with `args` in a process where TensorFlow cannot be imported."""
+    import subprocess
+    result = subprocess.run([sys.executable, '-c', WITHOUT_TF, *args], capture_output=True,
+                            text=True, cwd=REPO, timeout=600)
+    assert 'tensorflow modules: []' in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
+    return result

@@ -1,21 +1,19 @@
 """Export to LiteRT (float32, int8) and ONNX, each run by its own runtime against JAX."""
+import glob
 import json
 import os
-import subprocess
-import sys
 
+import jax2onnx  # noqa: F401  (a plain import: missing, the tests fail rather than skip)
 import numpy as np
 import pytest
 
-pytest.importorskip('jax2onnx')  # installed with --no-deps by .ci/run (see flax_cifar/export.py)
-
-from configs import smoke  # noqa: E402
-from conftest import REPO, rgb_folder  # noqa: E402
+from configs import smoke
+from conftest import rgb_folder, without_tf
 from flax_cifar import export
 from flax_cifar.data import sources
-from flax_cifar.errors import InputError  # noqa: E402
+from flax_cifar.errors import InputError
 from flax_cifar.evaluation import inference
-from flax_cifar.training import train  # noqa: E402
+from flax_cifar.training import train
 
 pytestmark = pytest.mark.slow
 
@@ -25,6 +23,7 @@ def exported(tmp_path_factory):
     config = smoke.get_config()
     config.dataset = rgb_folder(tmp_path_factory.mktemp('data'), train_per_class=40)
     config.num_epochs = 3
+    config.eval_flip, config.eval_translate = True, 1  # every kind of test-time view
     workdir = str(tmp_path_factory.mktemp('workdir'))
     train.train_and_evaluate(config, workdir)
     return workdir, config.dataset, export.export(workdir, calibration_size=120)
@@ -54,19 +53,40 @@ def test_every_format_agrees_with_the_jax_model(exported):
         assert json.load(f)['class_names'] == ['b', 'g', 'r']
 
 
-def test_predict_from_an_exported_file(exported):
+def test_exported_models_give_the_checkpoints_class_on_every_image_file(exported):
+    """The deployed model is the evaluated one: its test-time views averaged in the graph."""
+    workdir, dataset, report = exported
+    assert report['views'] == 'the image, its mirror image, 1-pixel shifts'
+    files = sorted(glob.glob(os.path.join(dataset.removeprefix('folder:'), 'test', '*', '*')))
+    from_checkpoint = [name for _, name, _ in inference.predict_files(workdir, files)]
+    for name in (export.FLOAT_TFLITE, export.ONNX):
+        predicted = export.predict_files(os.path.join(workdir, 'export', name), files)
+        assert [p for _, p, _ in predicted] == from_checkpoint, name
+    int8 = export.predict_files(os.path.join(workdir, 'export', export.INT8_TFLITE), files)
+    assert np.mean([p == c for (_, p, _), c in zip(int8, from_checkpoint)]) >= 0.9
+
+
+def test_one_view_export_differs_from_the_averaged_one(exported, tmp_path):
+    workdir, dataset, _ = exported
+    state, config, class_names, _ = inference.restore_for_inference(workdir)
+    images = sources.load_split(dataset, 'test').images
+    averaged = np.asarray(export.logits_fn(state, config, len(class_names))(images))
+    one = np.asarray(export.logits_fn(state, config, len(class_names), one_view=True)(images))
+    assert not np.allclose(averaged, one)
+
+
+def test_a_tflite_model_predicts_without_tensorflow(exported):
     workdir, dataset, _ = exported
     image = os.path.join(dataset.removeprefix('folder:'), 'test', 'g', '0.png')
-    from_checkpoint = inference.predict_files(workdir, [image])
-    for name in (export.FLOAT_TFLITE, export.INT8_TFLITE, export.ONNX):
-        result = subprocess.run(
-            [sys.executable, 'main.py', '--mode=predict',
-             f'--exported={os.path.join(workdir, "export", name)}', image],
-            capture_output=True, text=True, cwd=REPO)
+    [(_, expected, _)] = inference.predict_files(workdir, [image])
+    for name in (export.INT8_TFLITE, export.FLOAT_TFLITE):
+        result = without_tf('--mode=predict',
+                            f'--exported={os.path.join(workdir, "export", name)}', image)
         assert result.returncode == 0, result.stderr[-2000:]
-        path, predicted, probability = result.stdout.splitlines()[-1].split('\t')
-        assert path == image and predicted == from_checkpoint[0][1]
-        assert 0 < float(probability) <= 1
+        path, predicted, probability = result.stdout.splitlines()[-2].split('\t')
+        assert path == image and 0 < float(probability) <= 1
+        if name == export.FLOAT_TFLITE:
+            assert predicted == expected
 
 
 def test_missing_converter_is_named_with_the_install_command(exported, monkeypatch):
