@@ -1,7 +1,7 @@
 """Datasets read through TensorFlow Datasets: a TFDS catalog name or a local ImageFolder.
 
 Imported only for such datasets (data.sources dispatches), so that runs from the decoded
-arrays (flax_cifar.arrays) never import TensorFlow.
+arrays (flax_cifar.data.arrays) never import TensorFlow.
 """
 import functools
 import hashlib
@@ -12,6 +12,7 @@ import time
 import urllib.parse
 import zipfile
 
+import jax
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -168,6 +169,10 @@ def load_split(dataset: str, split: str, data_dir: str | None = None,
             cached = _read_cache(cache_path)
             if cached is not None:
                 return cached
+    if root is not None and jax.process_index() == 0:
+        count = (rows[1] - rows[0]) if rows else num_examples(dataset, split, data_dir)
+        print(f'Decoding {count:,} images of {split} from {root} '
+              f'({"cached for the next run" if cache_path else "not cached"})', flush=True)
     split_arrays = _decode_rows(builder, dataset, split, rows)
     if cache_path:
         os.makedirs(cache_dir, exist_ok=True)

@@ -121,6 +121,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
                     f'resume.')
         raise preemption.Preempted(step)
 
+    if epochs:
+        console.say('Compiling the train step (the first batch waits for it)')
     try:
         with preemption.sigterm_received() as preempted:
             for epoch in epochs:
