@@ -2,10 +2,10 @@
 
 Each worker is a home directory under $STAND_IN_GCLOUD_ROOT/<name>/worker<i>; `ssh` runs the
 command with bash in every chosen worker at once, `scp` copies into each home. The workers
-share one coordinator address on localhost and see the process layout a TPU slice would give
-JAX (flax_cifar.distributed reads it); their `python3` is $STAND_IN_PYTHON3 (a Python 3.10, as
-on every TPU image). Every call is appended to calls.jsonl. What launch.sh runs is executed
-unchanged; only the machine is not a TPU.
+share one coordinator address on localhost and see the process layout a TPU slice would
+give JAX (flax_cifar.parallel.distributed reads it); their `python3` is $STAND_IN_PYTHON3
+(a Python 3.10, as on every TPU image). Every call is appended to calls.jsonl. What
+launch.sh runs is executed unchanged; only the machine is not a TPU.
 """
 import json
 import os

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import CONFIG_FILES, load_config
 from flax_cifar import models
 from flax_cifar.errors import InputError
 from flax_cifar.models import airnet, kernels, layers, seednet, splitnet
@@ -338,3 +339,17 @@ def test_splitnet_block_starts_as_its_shortcut_plus_the_gated_mixing():
     with pytest.raises(InputError, match=r'split every width in stage_features \(30,\)'):
         splitnet.SplitNet(stage_features=(30,), stage_depths=(1,)).init(jax.random.key(0),
                                                                       jnp.ones((1, 32, 32, 3)))
+
+
+# The parameter count of every shipped config, as the README and the configs state them.
+PARAMETERS = {'configs/default.py': 195_722, 'configs/airnet.py': 192_544,
+              'configs/splitnet.py': 197_116, 'configs/seednet.py': 185_936,
+              'configs/smoke.py': 1_370, 'configs/tiniest.py': 97_530,
+              'configs/airbench93.py': 569_016, 'configs/tpu.py': 195_722}
+
+
+@pytest.mark.parametrize('config_file', CONFIG_FILES)
+def test_every_config_has_its_stated_parameter_count(config_file):
+    from flax_cifar.training import train_state
+    model = train_state.create_model(load_config(config_file), 10)
+    assert models.param_count(init_params(model)) == PARAMETERS[config_file]

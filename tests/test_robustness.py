@@ -6,7 +6,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import jax
@@ -19,7 +18,7 @@ from conftest import CONFIG_FILES, REPO, load_config, rgb_folder, smoke_config
 from flax_cifar import validation
 from flax_cifar.errors import InputError
 from flax_cifar.evaluation import inference
-from flax_cifar.training import checkpointing, metric_writers, train
+from flax_cifar.training import checkpointing, metric_writers, train, train_state
 from flax_cifar.training import step as step_lib
 
 
@@ -28,15 +27,35 @@ def folder(tmp_path_factory):
     return rgb_folder(tmp_path_factory.mktemp('data'), train_per_class=200)
 
 
-# 600 images / batch 8 = 75 steps an epoch.
-RUN_FLAGS = ['--config.num_epochs=4', '--config.checkpoint_every_steps=10',
+@pytest.fixture(scope='module')
+def small_folder(tmp_path_factory):
+    return rgb_folder(tmp_path_factory.mktemp('small'), train_per_class=40)
+
+
+# The subprocess runs: 120 images / batch 8 = 15 steps an epoch, 2 epochs.
+STEPS_PER_EPOCH = 15
+RUN_FLAGS = ['--config.num_epochs=2', '--config.checkpoint_every_steps=6',
              '--config.max_checkpoints_to_keep=50']
+# The default recipe, and each weight average with several steps per dispatch.
+VARIANTS = {'default': [],
+            'ema_2_steps_per_call': ['--config.ema_decay=0.9', '--config.steps_per_dispatch=2'],
+            'lookahead_2_steps_per_call': ['--config.lookahead.every=4',
+                                           '--config.steps_per_dispatch=2']}
+
+
+def main_args(folder, workdir, *extra):
+    return ['--config', os.path.join(REPO, 'configs', 'smoke.py'), f'--config.dataset={folder}',
+            f'--workdir={workdir}', *RUN_FLAGS, *extra]
 
 
 def main_command(folder, workdir, *extra):
-    return [sys.executable, os.path.join(REPO, 'main.py'), '--config',
-            os.path.join(REPO, 'configs', 'smoke.py'), f'--config.dataset={folder}',
-            f'--workdir={workdir}', *RUN_FLAGS, *extra]
+    return [sys.executable, os.path.join(REPO, 'main.py'), *main_args(folder, workdir, *extra)]
+
+
+def with_fault(fault, folder, workdir, *extra):
+    """main.py's command with a fault at a chosen point (tests/fault_points.py)."""
+    return [sys.executable, os.path.join(REPO, 'tests', 'fault_points.py'), fault,
+            *main_args(folder, workdir, *extra)]
 
 
 def same_trees(a, b):
@@ -44,8 +63,9 @@ def same_trees(a, b):
 
 
 def same_states(a, b):
-    """Bit-identical step, parameters, BatchNorm statistics and optimizer state."""
-    arrays = lambda s: (s.step, s.params, s.batch_stats, s.opt_state)
+    """Bit-identical step, parameters, BatchNorm statistics and weight average (the
+    optimizer state shows in them: a step after a resume with another would differ)."""
+    arrays = lambda s: (s.step, s.params, s.batch_stats, train_state.ema_of(s))
     return same_trees(arrays(a), arrays(b))
 
 
@@ -64,76 +84,71 @@ def final_state(workdir):
 
 
 @pytest.fixture(scope='module')
-def uninterrupted(folder, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp('whole')
-    subprocess.run(main_command(folder, workdir), check=True, capture_output=True)
-    return workdir
-
-
-def start_and_wait_for(command, predicate, timeout=120):
-    """Starts `command`; returns the process once predicate() holds (it must still run)."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               env={**os.environ, 'PYTHONUNBUFFERED': '1'})
-    lines = []
-    threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
-    deadline = time.time() + timeout
-    while not predicate(lines):
-        assert process.poll() is None, b''.join(lines).decode()[-2000:]
-        assert time.time() < deadline, 'timed out'
-        time.sleep(0.02)
-    return process, lines
+def uninterrupted(small_folder, tmp_path_factory):
+    """variant -> the workdir of its run, never interrupted."""
+    runs = {}
+    for name, extra in VARIANTS.items():
+        runs[name] = tmp_path_factory.mktemp(name)
+        subprocess.run(main_command(small_folder, runs[name], *extra), check=True,
+                       capture_output=True)
+    return runs
 
 
 @pytest.mark.slow
-def test_sigkill_at_any_moment_then_rerun_equals_the_uninterrupted_run(folder, uninterrupted,
-                                                                      tmp_path):
-    workdir = tmp_path / 'killed'
-    has_step = lambda lines: (workdir / 'checkpoints').is_dir() and any(
-        s >= 40 for s in steps_in(workdir))
-    process, _ = start_and_wait_for(main_command(folder, workdir), has_step)
-    process.kill()  # SIGKILL: no handler runs, async saves are cut wherever they are
-    process.wait()
-    assert max(steps_in(workdir)) < 300, 'the run finished before it could be killed'
-    assert (workdir / 'lock').exists()  # left behind, naming the dead run: must not block
-    subprocess.run(main_command(folder, workdir), check=True, capture_output=True)
-    assert same_states(final_state(uninterrupted), final_state(workdir))
-    assert epoch_records(workdir) == epoch_records(uninterrupted)
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_killed_at_chosen_points_then_rerun_equals_the_uninterrupted_run(
+        small_folder, uninterrupted, variant, tmp_path):
+    """SIGKILL (no handler runs) during a step, during a checkpoint's background write, and
+    between a written step and its rename into place; each rerun resumes, the last finishes
+    bit-identical to the run never interrupted."""
+    workdir, extra = tmp_path / 'killed', VARIANTS[variant]
+    for fault in ('kill_in_step:8', 'kill_in_save:2', 'kill_at_finalize:2'):
+        result = subprocess.run(with_fault(fault, small_folder, workdir, *extra),
+                                capture_output=True, text=True)
+        assert result.returncode == -signal.SIGKILL, (fault, result.stdout[-2000:],
+                                                       result.stderr[-2000:])
+        assert (workdir / 'lock').exists()  # left behind, naming the dead run: must not block
+    assert not (workdir / 'checkpoints_damaged').exists()  # nothing half-written looked final
+    subprocess.run(main_command(small_folder, workdir, *extra), check=True, capture_output=True)
+    assert same_states(final_state(uninterrupted[variant]), final_state(workdir))
+    assert epoch_records(workdir) == epoch_records(uninterrupted[variant])
 
 
 @pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_and_exits_143(folder, uninterrupted, tmp_path):
+def test_sigterm_saves_a_checkpoint_and_exits_143(small_folder, uninterrupted, tmp_path):
     workdir = tmp_path / 'preempted'
-    command = main_command(folder, workdir, '--config.checkpoint_every_steps=-1')
-    in_epoch_1 = lambda lines: any(b'EPOCH: 1' in line for line in lines)
-    process, lines = start_and_wait_for(command, in_epoch_1)
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 143
-    output = b''.join(lines).decode()
-    assert 'SIGTERM: saved a checkpoint at step' in output
-    saved = int(output.split('saved a checkpoint at step ')[1].split(';')[0])
-    assert saved in steps_in(workdir) and saved % 75  # mid epoch, not an epoch end
-    subprocess.run(command, check=True, capture_output=True)
-    assert same_states(final_state(uninterrupted), final_state(workdir))
-    assert epoch_records(workdir) == epoch_records(uninterrupted)
+    extra = ['--config.checkpoint_every_steps=-1']
+    # The notice arrives during step 20, in epoch 1 (steps 16-30).
+    result = subprocess.run(with_fault('sigterm_in_step:20', small_folder, workdir, *extra),
+                            capture_output=True, text=True)
+    assert result.returncode == 143, result.stderr[-2000:]
+    saved = int(result.stdout.split('SIGTERM: saved a checkpoint at step ')[1].split(';')[0])
+    # At the next sync point (every 2 steps of the epoch): mid epoch, not at its end.
+    assert 20 <= saved <= 22 and saved % STEPS_PER_EPOCH and saved in steps_in(workdir)
+    subprocess.run(main_command(small_folder, workdir, *extra), check=True, capture_output=True)
+    assert same_states(final_state(uninterrupted['default']), final_state(workdir))
+    assert epoch_records(workdir) == epoch_records(uninterrupted['default'])
 
 
 @pytest.mark.slow
-def test_second_run_on_a_live_workdir_is_refused_naming_the_holder(folder, tmp_path):
+def test_second_run_on_a_live_workdir_is_refused_naming_the_holder(small_folder, tmp_path):
     workdir = tmp_path / 'busy'
-    command = main_command(folder, workdir)
-    holder, _ = start_and_wait_for(
-        command, lambda lines: any(b'EPOCH: 0' in line for line in lines))
-    try:
-        holder.send_signal(signal.SIGSTOP)  # nothing changes in the workdir meanwhile
+    holder = subprocess.Popen(with_fault('stop_in_step:3', small_folder, workdir),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:  # it freezes itself mid-run, holding the workdir: nothing changes there meanwhile
+        deadline = time.time() + 120
+        while open(f'/proc/{holder.pid}/stat').read().split(')')[1].split()[0] != 'T':
+            assert holder.poll() is None and time.time() < deadline
+            time.sleep(0.05)
         before = tree_snapshot(workdir)
-        second = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        second = subprocess.run(main_command(small_folder, workdir), capture_output=True,
+                                text=True, timeout=120)
         assert second.returncode != 0
         assert second.stderr.strip().splitlines()[-1].startswith(
             f'error: --workdir {workdir} is in use by another run (process {holder.pid} on '
             f'host ')
         assert tree_snapshot(workdir) == before
     finally:
-        holder.send_signal(signal.SIGCONT)
         holder.kill()
         holder.wait()
 

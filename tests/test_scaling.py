@@ -126,8 +126,9 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_saved_step(folder, tw
     assert [p.returncode for p in processes] == [143, 143], outputs[1].decode()[-2000:]
     message = outputs[0].decode().split('SIGTERM: saved a checkpoint at step ')[1]
     saved = int(message.split(';')[0])
-    # Mid-epoch: at a sync point, not at a checkpoint.
-    assert saved % STEPS_PER_EPOCH and saved < TWO_PROCESS_STEPS
+    # At the first sync point (every 2 steps; an epoch's end is one) both processes reach
+    # after the notice: mid-epoch or, had the notice landed after an epoch's last sync, its end.
+    assert saved % 2 == 0 and 2 * STEPS_PER_EPOCH < saved < TWO_PROCESS_STEPS
     assert str(saved) in os.listdir(workdir / 'checkpoints')
     resumed = finished(two_processes(folder, workdir, *TWO_PROCESS_RUN))
     assert f'Resuming from the checkpoint at step {saved}' in resumed[0]
