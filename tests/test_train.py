@@ -1,4 +1,5 @@
 import collections
+import glob
 import json
 import logging
 import os
@@ -240,7 +241,29 @@ def test_learns_a_small_dataset_and_prints_the_seed_lines(learnable_folder, tmp_
     assert 'Total params:' in out.out and 'EPOCH: 5' in out.out
     assert 'Test set: Average loss: ' in out.out and '/30 (' in out.out
     assert 'Loss=' in out.err and 'Batch_id=11' in out.err and 'Accuracy=' in out.err
-    assert os.listdir(tmp_path / 'tensorboard')
+    # How far and how long: the epoch out of how many, the remaining time, images/s.
+    assert 'EPOCH: 0 (1 of 6)' in out.out and re.search(r'EPOCH: 5 \(6 of 6; about \d', out.out)
+    assert re.search(r'Loss=\d+\.\d{4} Batch_id=', out.err) and ' img/s' in out.err
+    assert 'Compiling the train step' in out.out
+    # One summary at the end: best and final accuracy with their epochs, time, the files.
+    best = max(metrics, key=lambda m: m['test_accuracy'])
+    assert (f"Best test accuracy {100 * best['test_accuracy']:.2f}% after epoch "
+            f"{best['epoch']}; final {100 * metrics[-1]['test_accuracy']:.2f}% after epoch 5"
+            in out.out)
+    assert re.search(rf'Workdir {tmp_path}: checkpoints/, config.json, curves.png, '
+                     r'metrics.jsonl, tensorboard/', out.out)
+    # The resolved config, and in TensorBoard the hyperparameters and images/s.
+    assert json.loads((tmp_path / 'config.json').read_text()) == json.loads(
+        json.dumps(config.to_dict(), default=str))
+    tags, plugins = set(), set()
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    for events in glob.glob(str(tmp_path / 'tensorboard' / '**' / 'events*'), recursive=True):
+        for event in EventFileLoader(events).Load():
+            for value in event.summary.value:
+                tags.add(value.tag)
+                plugins.add(value.metadata.plugin_data.plugin_name)
+    assert {'train/images_per_second', 'train/loss', 'epoch/test_accuracy'} <= tags, tags
+    assert 'hparams' in plugins, plugins
 
 
 @pytest.mark.parametrize('options', [

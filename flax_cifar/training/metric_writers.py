@@ -59,7 +59,9 @@ class MetricWriter:
         flat = {k: v for k, v in _flatten(config).items()
                 if isinstance(v, (int, float, str, bool)) and v is not None}
         self._summary.add_text('config', '\n'.join(f'    {k} = {v!r}' for k, v in flat.items()))
-        self._summary.add_hparams(flat, {}, name='.', global_step=0)
+        # In a folder of its own: tensorboardX names event files by the second, so a second
+        # writer in the same folder and second would overwrite the first's file.
+        self._summary.add_hparams(flat, {}, name='hparams', global_step=0)
 
     def write_epoch(self, record: dict):
         """Appends `record` as a JSON line and its numbers as TensorBoard scalars."""
