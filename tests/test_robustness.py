@@ -327,6 +327,13 @@ def with_field(config, name, value):
 
 
 def test_every_field_has_a_bad_value_here():
+    """Every field of the default config has its check in validation.FIELDS, and here a
+    value the check must refuse."""
+    def flat(node, prefix=''):
+        return {name for key, value in node.items() for name in (
+            flat(value, f'{prefix}{key}.') if hasattr(value, 'items') and key != 'model_args'
+            else {prefix + key})}
+    assert set(validation.FIELDS) == flat(smoke.get_config())
     assert set(BAD_VALUES) == set(validation.FIELDS) - {'model_args'}
 
 

@@ -466,3 +466,24 @@ def test_refused_xla_options_are_named():
     assert xla_options.rejected({}) is None
     assert xla_options.rejected(xla_options.training_options(seednet.get_config())) is None
     assert 'xla_cpu_no_such_option' in xla_options.rejected({'xla_cpu_no_such_option': True})
+
+
+def test_1_2_or_64_processes_train_on_the_same_global_batches():
+    """With config.data_shards fixed, the rows of every global batch (in batch order) are
+    the same whatever the number of processes, each taking rows of its own shards only."""
+    shards, shard_length, per_shard = 64, 50, 2  # 3,200 rows, global batch 128
+    orders = host_data.epoch_order(seed=5, epoch=2, num_examples=shards * shard_length + 7,
+                                   shards=shards)
+    batches = {}
+    for hosts in (1, 2, 64):
+        per_host = shards // hosts * shard_length  # rows each process holds
+        for index in range(3):
+            local = np.asarray(data_parallel.shard_batch_ids(jnp.asarray(orders), index,
+                                                             per_shard, hosts))
+            assert local.min() >= 0 and local.max() < per_host  # its own rows only
+            rows = (local + np.arange(hosts)[:, None] * per_host).reshape(-1)
+            batches.setdefault(index, []).append(rows)
+    for index, (one, *others) in batches.items():
+        assert len(set(one)) == shards * per_shard
+        for rows in others:
+            np.testing.assert_array_equal(rows, one)
