@@ -181,25 +181,22 @@ def test_preempted_then_killed_run_resumes_to_the_uninterrupted_result(pod, stra
     assert all(jax.tree.leaves(jax.tree.map(np.array_equal, straight.params, resumed.params)))
 
 
-def test_evaluate_export_and_predict_use_the_gcs_workdir(straight, tmp_path):
+def test_evaluate_export_and_predict_use_the_gcs_workdir(straight, tmp_path, capsys):
+    """In this process (its clients reach the same GCS server): what main.py's modes call."""
     import PIL.Image
+
+    from flax_cifar import export
+    from flax_cifar.evaluation import report
     workdir = 'gs://pod/straight'
-    main = [sys.executable, os.path.join(REPO, 'main.py')]
-    evaluated = subprocess.run([*main, '--mode=evaluate', f'--workdir={workdir}'],
-                               capture_output=True, text=True)
-    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
-    assert 'Test set: Average loss' in evaluated.stdout
+    report.evaluate_checkpoint(workdir, 'best', None)
+    assert 'Test set: Average loss' in capsys.readouterr().out
     assert epath.Path(f'{workdir}/confusion_matrix_step{TOTAL_STEPS}.png').exists()
-    exported = subprocess.run([*main, '--mode=export', f'--workdir={workdir}'],
-                              capture_output=True, text=True)
-    assert exported.returncode == 0, exported.stderr[-2000:]
+    export.export(workdir, calibration_size=32)
     names = {p.name for p in epath.Path(f'{workdir}/export').iterdir()}
     assert {'model_float32.tflite', 'model_int8.tflite', 'model.onnx', 'export.json'} <= names
     image = small_dataset(1, 24)
     path = tmp_path / 'green.png'
     PIL.Image.fromarray(image.images[list(image.labels).index(1)]).save(path)
     for model in ('model.onnx', 'model_int8.tflite'):
-        predicted = subprocess.run([*main, '--mode=predict', f'--exported={workdir}/export/{model}',
-                                    str(path)], capture_output=True, text=True)
-        assert predicted.returncode == 0, predicted.stderr[-2000:]
-        assert predicted.stdout.split('\t')[1] == 'g', (model, predicted.stdout)
+        [(_, predicted, _)] = export.predict_files(f'{workdir}/export/{model}', [str(path)])
+        assert predicted == 'g', model

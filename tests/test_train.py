@@ -483,7 +483,7 @@ def test_1_2_or_64_processes_train_on_the_same_global_batches():
             assert local.min() >= 0 and local.max() < per_host  # its own rows only
             rows = (local + np.arange(hosts)[:, None] * per_host).reshape(-1)
             batches.setdefault(index, []).append(rows)
-    for index, (one, *others) in batches.items():
+    for one, *others in batches.values():
         assert len(set(one)) == shards * per_shard
         for rows in others:
             np.testing.assert_array_equal(rows, one)
