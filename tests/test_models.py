@@ -133,6 +133,10 @@ def assert_same_layer(module, reference, x, grad_atol):
     return params
 
 
+# Where a test reads the jaxpr, it checks which computation runs (the speed claims of
+# docs/speed.md: no convolution on CPU, one strided slice, a matrix product for the kernel's
+# gradient, no select-and-scatter): no output can show that, and each sits beside the test
+# that the outputs and gradients equal nn.Conv's or nn.max_pool's.
 @pytest.mark.parametrize('stride, dilation, padding', [
     (1, 1, 1), (1, 2, 2), (2, 1, 1), (1, 2, 0),
     (2, 2, 0), (2, 2, 1), (2, 4, 3), (3, 3, 2)])  # dilation a multiple of the stride: subsampled
@@ -183,14 +187,14 @@ def test_seed_unit5_convolves_the_input_it_reads_at_stride_1():
 
 
 @pytest.mark.parametrize('stride, dilation', [(1, 2), (2, 1)])
-def test_cpu_kernel_gradient_in_chunks_equals_autodiff(stride, dilation):
-    # 11 images: a batch that chunks of KERNEL_GRADIENT_CHUNK do not divide.
+def test_depthwise_gradient_over_a_batch_its_chunks_do_not_divide(stride, dilation):
+    """On CPU the kernel's gradient is summed in chunks of images: 11 images (chunks do not
+    divide them) give nn.Conv's gradients."""
     x = jax.random.normal(jax.random.key(0), (11, 9, 9, 5))
-    kernel = jax.random.normal(jax.random.key(1), (3, 3, 1, 5))
-    loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k, stride, dilation)))
-    chunked = jax.grad(loss(kernels._shifted_depthwise_cpu), argnums=(0, 1))(x, kernel)
-    plain = jax.grad(loss(kernels._shifted_depthwise), argnums=(0, 1))(x, kernel)
-    assert jax.tree.all(jax.tree.map(lambda a, b: jnp.allclose(a, b, atol=1e-4), chunked, plain))
+    reference = nn.Conv(5, (3, 3), strides=stride, padding=1, kernel_dilation=dilation,
+                        feature_group_count=5, use_bias=False)
+    shifted = kernels.DepthwiseConv((3, 3), stride, 1, dilation, implementation='shifts')
+    assert_same_layer(shifted, reference, x, grad_atol=1e-4)
 
 
 def test_pointwise_conv_equals_a_1x1_nn_conv():
