@@ -16,6 +16,7 @@ import pytest
 from configs import smoke
 from conftest import CONFIG_FILES, REPO, load_config, rgb_folder, smoke_config
 from flax_cifar import validation
+from flax_cifar.data import arrays, sources
 from flax_cifar.errors import InputError
 from flax_cifar.evaluation import inference
 from flax_cifar.training import checkpointing, metric_writers, train, train_state
@@ -29,18 +30,27 @@ def folder(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def small_folder(tmp_path_factory):
-    return rgb_folder(tmp_path_factory.mktemp('small'), train_per_class=40)
+    """arrays:PATH of 120 training and 30 test images: the runs' processes never import
+    TensorFlow, which would be most of each one's start-up."""
+    images = rgb_folder(tmp_path_factory.mktemp('small'), train_per_class=40)
+    path = str(tmp_path_factory.mktemp('small_arrays') / 'arrays')
+    arrays.save(path, {split: sources.load_split(images, split, cache_dir='')
+                       for split in ('train', 'test')}, sources.class_names(images))
+    return f'arrays:{path}'
 
 
 # The subprocess runs: 120 images / batch 8 = 15 steps an epoch, 2 epochs.
 STEPS_PER_EPOCH = 15
-RUN_FLAGS = ['--config.num_epochs=2', '--config.checkpoint_every_steps=6',
-             '--config.max_checkpoints_to_keep=50']
+RUN = {'num_epochs': 2, 'checkpoint_every_steps': 6, 'max_checkpoints_to_keep': 50}
+RUN_FLAGS = [f'--config.{key}={value}' for key, value in RUN.items()]
 # The default recipe, and each weight average with several steps per dispatch.
-VARIANTS = {'default': [],
-            'ema_2_steps_per_call': ['--config.ema_decay=0.9', '--config.steps_per_dispatch=2'],
-            'lookahead_2_steps_per_call': ['--config.lookahead.every=4',
-                                           '--config.steps_per_dispatch=2']}
+VARIANTS = {'default': {},
+            'ema_2_steps_per_call': {'ema_decay': 0.9, 'steps_per_dispatch': 2},
+            'lookahead_2_steps_per_call': {'lookahead.every': 4, 'steps_per_dispatch': 2}}
+
+
+def flags_of(variant: str) -> list[str]:
+    return [f'--config.{key}={value}' for key, value in VARIANTS[variant].items()]
 
 
 def main_args(folder, workdir, *extra):
@@ -65,8 +75,8 @@ def same_trees(a, b):
 def same_states(a, b):
     """Bit-identical step, parameters, BatchNorm statistics and weight average (the
     optimizer state shows in them: a step after a resume with another would differ)."""
-    arrays = lambda s: (s.step, s.params, s.batch_stats, train_state.ema_of(s))
-    return same_trees(arrays(a), arrays(b))
+    of = lambda s: (s.step, s.params, s.batch_stats, train_state.ema_of(s))
+    return same_trees(of(a), of(b))
 
 
 def epoch_records(workdir):
@@ -85,12 +95,14 @@ def final_state(workdir):
 
 @pytest.fixture(scope='module')
 def uninterrupted(small_folder, tmp_path_factory):
-    """variant -> the workdir of its run, never interrupted."""
+    """variant -> the workdir of its run, never interrupted (in this process: the same
+    computation as main.py's)."""
     runs = {}
-    for name, extra in VARIANTS.items():
+    for name, overrides in VARIANTS.items():
         runs[name] = tmp_path_factory.mktemp(name)
-        subprocess.run(main_command(small_folder, runs[name], *extra), check=True,
-                       capture_output=True)
+        config = smoke_config(small_folder, **RUN)
+        config.update_from_flattened_dict(overrides)
+        train.train_and_evaluate(config, str(runs[name]))
     return runs
 
 
@@ -101,7 +113,7 @@ def test_killed_at_chosen_points_then_rerun_equals_the_uninterrupted_run(
     """SIGKILL (no handler runs) during a step, during a checkpoint's background write, and
     between a written step and its rename into place; each rerun resumes, the last finishes
     bit-identical to the run never interrupted."""
-    workdir, extra = tmp_path / 'killed', VARIANTS[variant]
+    workdir, extra = tmp_path / 'killed', flags_of(variant)
     for fault in ('kill_in_step:8', 'kill_in_save:2', 'kill_at_finalize:2'):
         result = subprocess.run(with_fault(fault, small_folder, workdir, *extra),
                                 capture_output=True, text=True)
