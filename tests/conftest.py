@@ -102,6 +102,17 @@ def rgb_folder(root, train_per_class, test_per_class=10):
     return f'folder:{root}'
 
 
+def rgb_arrays(root, train_per_class, test_per_class=10):
+    """rgb_folder's images as 'arrays:root/arrays': runs from them never import TensorFlow,
+    which would be most of a small run's start-up."""
+    from flax_cifar.data import arrays, sources
+    folder = rgb_folder(os.path.join(root, 'images'), train_per_class, test_per_class)
+    path = os.path.join(root, 'arrays')
+    arrays.save(path, {split: sources.load_split(folder, split, cache_dir='')
+                       for split in ('train', 'test')}, sources.class_names(folder))
+    return f'arrays:{path}'
+
+
 @pytest.fixture
 def image_folder(tmp_path):
     return write_image_folder(tmp_path / 'data')

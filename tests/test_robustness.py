@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from conftest import CONFIG_FILES, REPO, load_config, rgb_folder, smoke_config
+from conftest import CONFIG_FILES, REPO, load_config, rgb_arrays, rgb_folder, smoke_config
 from flax_cifar import validation
-from flax_cifar.data import arrays, sources
 from flax_cifar.errors import InputError
 from flax_cifar.evaluation import inference
 from flax_cifar.training import checkpointing, metric_writers, train, train_state
@@ -30,13 +29,7 @@ def folder(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def small_folder(tmp_path_factory):
-    """arrays:PATH of 120 training and 30 test images: the runs' processes never import
-    TensorFlow, which would be most of each one's start-up."""
-    images = rgb_folder(tmp_path_factory.mktemp('small'), train_per_class=40)
-    path = str(tmp_path_factory.mktemp('small_arrays') / 'arrays')
-    arrays.save(path, {split: sources.load_split(images, split, cache_dir='')
-                       for split in ('train', 'test')}, sources.class_names(images))
-    return f'arrays:{path}'
+    return rgb_arrays(tmp_path_factory.mktemp('small'), train_per_class=40)
 
 
 # The subprocess runs: 120 images / batch 8 = 15 steps an epoch, 2 epochs.

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from conftest import REPO, rgb_folder
+from conftest import REPO, rgb_arrays
 from flax_cifar.evaluation import inference
 from flax_cifar.training import optim, train_state
 from flax_cifar.training import step as step_lib
@@ -19,7 +19,7 @@ from flax_cifar.training import step as step_lib
 
 @pytest.fixture(scope='module')
 def folder(tmp_path_factory):
-    return rgb_folder(tmp_path_factory.mktemp('data'), train_per_class=16, test_per_class=4)
+    return rgb_arrays(tmp_path_factory.mktemp('data'), train_per_class=16, test_per_class=4)
 
 
 STEPS_PER_EPOCH = 6  # 48 training images, global batch 8
@@ -100,7 +100,7 @@ def test_two_processes_load_their_own_shards_match_one_and_restore_in_one(
     one_process = inference.restore_for_inference(str(tmp_path / 'one'), 'latest')[0]
     workdir, outputs = two_process_run
     assert 'Test set' in outputs[0] and 'Test set' not in outputs[1]  # only process 0 prints
-    # 48 training and 12 test images: each process reads and decodes only its half.
+    # 48 training and 12 test images: each process reads only its half.
     assert 'Process 0 of 2 holds training rows 0:24 and test rows 0:6' in outputs[0]
     assert 'Process 1 of 2 holds training rows 24:48 and test rows 6:12' in outputs[1]
     # Restored here, in this single process, from what the two processes wrote together.
