@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, rgb_folder
+from conftest import REPO, rgb_arrays
 
 
 def run_throughput(folder, *overrides, devices=1) -> dict:
@@ -25,7 +25,7 @@ def run_throughput(folder, *overrides, devices=1) -> dict:
 
 @pytest.mark.slow
 def test_throughput_benchmark_reports_every_measurement_as_json(tmp_path):
-    folder = rgb_folder(tmp_path / 'data', train_per_class=8, test_per_class=3)
+    folder = rgb_arrays(tmp_path / 'data', train_per_class=8, test_per_class=3)
     result = run_throughput(folder)
     for key in ('train_images_per_s', 'epoch_images_per_s', 'eval_images_per_s', 'compile_s',
                 'startup_s', 'flops_per_image', 'gflops_per_s'):

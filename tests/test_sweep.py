@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from conftest import REPO, SWEEP_FILES, rgb_folder
+from conftest import REPO, SWEEP_FILES, rgb_arrays
 from flax_cifar import sweep, validation
 
 SWEEP = '''
@@ -73,7 +73,7 @@ def test_bad_override_key_is_named_before_anything_trains(tmp_path):
 @pytest.mark.slow
 def test_sweep_trains_each_run_in_its_workdir_tabulates_and_skips_finished_runs(
         sweep_file, tmp_path, capsys):
-    data = rgb_folder(tmp_path / 'data', train_per_class=8, test_per_class=4)
+    data = rgb_arrays(tmp_path / 'data', train_per_class=8, test_per_class=4)
     root = tmp_path / 'root'
     args = [sweep_file, '--root', str(root), '--parallel', '2', '--override', f'dataset={data}']
     sweep.main(args)
