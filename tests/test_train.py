@@ -1,7 +1,7 @@
 import collections
+import contextlib
 import glob
 import json
-import logging
 import os
 import re
 import shutil
@@ -334,41 +334,44 @@ def test_finished_run_is_not_retrained(learnable_folder, tmp_path, capsys):
     assert 'Nothing to do' in capsys.readouterr().out
 
 
-@pytest.mark.slow
-def test_train_and_eval_steps_compile_once_for_a_whole_run(learnable_folder, tmp_path, caplog):
-    config = smoke_config(dataset=learnable_folder, num_epochs=3)
-    jax.config.update('jax_log_compiles', True)
+@contextlib.contextmanager
+def compiled_functions():
+    """The names of the functions XLA compiles meanwhile (a persistent-cache hit counts too),
+    from JAX's public monitoring events."""
+    names = []
+
+    def listener(event, duration, **kwargs):
+        if event == '/jax/core/compile/backend_compile_duration':
+            names.append(kwargs.get('fun_name', ''))
+    jax.monitoring.register_event_duration_secs_listener(listener)
     try:
-        with caplog.at_level(logging.WARNING):
-            train.train_and_evaluate(config, str(tmp_path))
+        yield names
     finally:
-        jax.config.update('jax_log_compiles', False)
-    compiled = [r.getMessage() for r in caplog.records if r.getMessage().startswith('Compiling')]
-    # 36 train steps and 3 evaluations of 5 batches each, one compilation of each step.
-    assert sum('train_fn' in m for m in compiled) == 1
-    assert sum('eval_fn' in m for m in compiled) == 1
+        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 @pytest.mark.slow
-def test_several_steps_per_dispatch_train_as_one_and_compile_once(learnable_folder, tmp_path,
-                                                                 caplog):
+def test_train_and_eval_steps_compile_once_for_a_whole_run(learnable_folder, tmp_path):
+    config = smoke_config(dataset=learnable_folder, num_epochs=3)
+    with compiled_functions() as compiled:
+        train.train_and_evaluate(config, str(tmp_path))
+    # 36 train steps and 3 evaluations of 5 batches each, one compilation of each step.
+    assert compiled.count('jit(train_fn)') == 1 and compiled.count('jit(eval_fn)') == 1, compiled
+
+
+@pytest.mark.slow
+def test_several_steps_per_dispatch_train_as_one_and_compile_once(learnable_folder, tmp_path):
     # 12 steps an epoch, 2 epochs, checkpoints every 5 steps: calls of 4 steps where they fit.
     runs = {}
-    jax.config.update('jax_log_compiles', True)
-    try:
-        for steps_per_dispatch in (1, 4):
-            caplog.clear()
-            with caplog.at_level(logging.WARNING):
-                runs[steps_per_dispatch] = train.train_and_evaluate(
-                    smoke_config(dataset=learnable_folder, steps_per_dispatch=steps_per_dispatch,
-                                log_every_steps=4, checkpoint_every_steps=5),
-                    str(tmp_path / str(steps_per_dispatch)))
-            compiled = [r.getMessage() for r in caplog.records
-                        if r.getMessage().startswith('Compiling')]
-    finally:
-        jax.config.update('jax_log_compiles', False)
-    assert sum('multi_step_fn' in m for m in compiled) == 1  # of the run with 4 per dispatch
-    assert sum('train_fn' in m for m in compiled) == 1
+    for steps_per_dispatch in (1, 4):
+        with compiled_functions() as compiled:
+            runs[steps_per_dispatch] = train.train_and_evaluate(
+                smoke_config(dataset=learnable_folder, steps_per_dispatch=steps_per_dispatch,
+                             log_every_steps=4, checkpoint_every_steps=5),
+                str(tmp_path / str(steps_per_dispatch)))
+    # The run with 4 per dispatch: one program of 4 steps, one of 1 (around checkpoints).
+    assert compiled.count('jit(multi_step_fn)') == 1 and compiled.count('jit(train_fn)') == 1, (
+        compiled)
     assert int(runs[4].step) == int(runs[1].step) == 24
     # The bigger program fuses and sums in another order, and 24 steps carry the rounding on
     # (through max pooling's near-ties, among others): the parameters agreed to 4.6e-4 of
