@@ -64,17 +64,23 @@ class Console:
             left = f'; about {minutes(remaining * np.median(self.epoch_seconds))} left'
         self.say(f'\nEPOCH: {epoch} ({epoch + 1} of {self.num_epochs}{left})')
         self.bar = tqdm(disable=not self.enabled, initial=done, total=steps)
-        self.bar_started, self.bar_start_count = time.time(), done
+        self.rate_since = None  # (time, steps) of the epoch's first report
 
     def advance(self, steps: int):
         self.bar.update(steps)
 
-    def report(self, loss: float, index: int, sums: EpochSums):
-        rate = (self.bar.n - self.bar_start_count) * self.batch_size / max(
-            time.time() - self.bar_started, 1e-9)
+    def report(self, loss: float, index: int, sums: EpochSums) -> float | None:
+        """Updates the bar; returns images/s since the epoch's first report (None at it: the
+        steps before it include compiling)."""
         self.bar.set_description(f'Loss={loss:.4f} Batch_id={index - 1} '
                                  f'Accuracy={100 * sums.accuracy():.2f}', refresh=False)
-        self.bar.set_postfix_str(f'{rate:,.0f} img/s')
+        now, rate = time.time(), None
+        if self.rate_since is None:
+            self.rate_since = (now, self.bar.n)
+        elif self.bar.n > self.rate_since[1]:
+            rate = (self.bar.n - self.rate_since[1]) * self.batch_size / max(
+                now - self.rate_since[0], 1e-9)
+            self.bar.set_postfix_str(f'{rate:,.0f} img/s')
         return rate
 
     def end_epoch(self, result: dict, seconds: float):

@@ -153,7 +153,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
                         rate = console.report(loss, index, sums)
                         writer.write_scalars(step, {
                             'train/loss': loss, 'train/learning_rate': learning_rate(step - 1),
-                            'train/images_per_second': rate})
+                            **({'train/images_per_second': rate} if rate else {})})
                     if checkpoint_due or stopping:
                         save(state, sums)
                     if stopping:
