@@ -20,6 +20,8 @@ MAIN_MISUSES = [  # (arguments, what the one line must say)
     (['--config', CONFIG, '--exported', 'm.onnx'], '--mode=train does not take --exported'),
     (['--mode=evaluate', '--workdir', 'w', '--exported', 'm.onnx'],
      '--mode=evaluate does not take --exported'),
+    (['--mode=predict', '--workdir', 'w', '--one_view', 'a.png'],
+     '--mode=predict does not take --one_view'),
     (['--mode=predict', '--exported', 'm.onnx', '--workdir', 'w', 'a.png'],
      '--exported predicts with the exported model alone'),
     (['--config', CONFIG, '--config.batch_sise=3'],
