@@ -52,7 +52,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.sharpen_factors = (1.0, 2.2)  # ...by a factor drawn from this range (1: unchanged)
     config.color_jiggle_p = 0.0        # jiggle this share of the images' colours (0: off)...
     config.color_jiggle = (0.1, 0.1, 0.5, 0.05)  # ...brightness, contrast, saturation, hue
-    # Mixup: each image blended with another by a weight drawn from [0, bound), both labels
+    # Mixup: each image mixed with another by a weight drawn from [0, bound), both labels
     # weighted alike in the loss; the bound rises linearly to mixup_max over mixup_ramp of
     # the schedule's epochs (0: off).
     config.mixup_max = 0.0

@@ -136,7 +136,7 @@ def _rotate(config, key, batch, epoch):
 
 
 def sharpen(images: jax.Array, factors: jax.Array) -> jax.Array:
-    """PIL's (and kornia's) sharpness on [0, 1] images: each image blended away from its
+    """PIL's (and kornia's) sharpness on [0, 1] images: each image pushed away from its
     3x3-smoothed self by its factor (1: unchanged), the border pixels kept."""
     kernel = jnp.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], jnp.float32) / 13
     channels = images.shape[-1]
@@ -223,7 +223,7 @@ def mixup_bound(config: ml_collections.ConfigDict, epoch) -> jax.Array:
 
 @register('mixup', streams.MIXUP, lambda c: c.mixup_max > 0)
 def _mixup(config, key, batch, epoch):
-    """Each image blended with another of the batch by a weight drawn from [0, bound); the
+    """Each image mixed with another of the batch by a weight drawn from [0, bound); the
     loss mixes the two labels alike (kornia's RandomMixUpV2, as tiniest uses it)."""
     images = batch['image'].astype(jnp.float32)
     n = images.shape[0]
