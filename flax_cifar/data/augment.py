@@ -136,7 +136,7 @@ def _rotate(config, key, batch, epoch):
 
 
 def sharpen(images: jax.Array, factors: jax.Array) -> jax.Array:
-    """PIL's (and kornia's) sharpness on [0, 1] images: each image pushed away from its
+    """PIL's (and kornia's) sharpness on [0, 1] images: each image interpolated from its
     3x3-smoothed self by its factor (1: unchanged), the border pixels kept."""
     kernel = jnp.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], jnp.float32) / 13
     channels = images.shape[-1]
