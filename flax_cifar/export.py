@@ -38,6 +38,11 @@ INFO = 'export.json'
 LATENCY_RUNS = 200  # batch-1 invocations timed per model, after 20 warm-up runs
 
 
+def exported_views(config, one_view: bool) -> tuple[bool, int]:
+    """(flip, translate) of the exported models: the config's test-time views, or one."""
+    return (False, 0) if one_view else views.test_time_views(config)
+
+
 def logits_fn(state, config, num_classes: int, one_view: bool = False):
     """uint8 (or 0..255 float) NHWC images -> float32 logits: the deployed computation, its
     depthwise convs as grouped convs (what converters map to DEPTHWISE_CONV_2D), not the
@@ -46,7 +51,7 @@ def logits_fn(state, config, num_classes: int, one_view: bool = False):
     `one_view` (a fraction of the latency)."""
     model = train_state.create_model(config, num_classes).clone(depthwise_implementation='conv')
     variables = inference_variables(state)
-    flip, translate = (False, 0) if one_view else views.test_time_views(config)
+    flip, translate = exported_views(config, one_view)
 
     def fn(images):
         normalized = types.normalize(images, config.normalize)
@@ -180,7 +185,7 @@ def export(workdir: str, which: str = 'best', calibration_size: int = 500,
     calibration = sources.load_split(dataset, 'train', config.data_dir,
                                             config.data_cache_dir, train_rows).images
     fn = logits_fn(state, config, len(class_names), one_view)
-    flip, translate = (False, 0) if one_view else views.test_time_views(config)
+    flip, translate = exported_views(config, one_view)
     jitted = jax.jit(fn)  # one wrapper: each batch shape compiles once
     jax_scores = np.concatenate([np.asarray(jitted(test.images[i:i + 1000]))
                                  for i in range(0, len(test.images), 1000)])

@@ -28,7 +28,7 @@ def folder(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def small_folder(tmp_path_factory):
+def small_data(tmp_path_factory):
     return rgb_arrays(tmp_path_factory.mktemp('small'), train_per_class=40)
 
 
@@ -87,13 +87,13 @@ def final_state(workdir):
 
 
 @pytest.fixture(scope='module')
-def uninterrupted(small_folder, tmp_path_factory):
+def uninterrupted(small_data, tmp_path_factory):
     """variant -> the workdir of its run, never interrupted (in this process: the same
     computation as main.py's)."""
     runs = {}
     for name, overrides in VARIANTS.items():
         runs[name] = tmp_path_factory.mktemp(name)
-        config = smoke_config(small_folder, **RUN)
+        config = smoke_config(small_data, **RUN)
         config.update_from_flattened_dict(overrides)
         train.train_and_evaluate(config, str(runs[name]))
     return runs
@@ -102,43 +102,43 @@ def uninterrupted(small_folder, tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize('variant', VARIANTS)
 def test_killed_at_chosen_points_then_rerun_equals_the_uninterrupted_run(
-        small_folder, uninterrupted, variant, tmp_path):
+        small_data, uninterrupted, variant, tmp_path):
     """SIGKILL (no handler runs) during a step, during a checkpoint's background write, and
     between a written step and its rename into place; each rerun resumes, the last finishes
     bit-identical to the run never interrupted."""
     workdir, extra = tmp_path / 'killed', flags_of(variant)
     for fault in ('kill_in_step:8', 'kill_in_save:2', 'kill_at_finalize:2'):
-        result = subprocess.run(with_fault(fault, small_folder, workdir, *extra),
+        result = subprocess.run(with_fault(fault, small_data, workdir, *extra),
                                 capture_output=True, text=True)
         assert result.returncode == -signal.SIGKILL, (fault, result.stdout[-2000:],
                                                        result.stderr[-2000:])
         assert (workdir / 'lock').exists()  # left behind, naming the dead run: must not block
     assert not (workdir / 'checkpoints_damaged').exists()  # nothing half-written looked final
-    subprocess.run(main_command(small_folder, workdir, *extra), check=True, capture_output=True)
+    subprocess.run(main_command(small_data, workdir, *extra), check=True, capture_output=True)
     assert same_states(final_state(uninterrupted[variant]), final_state(workdir))
     assert epoch_records(workdir) == epoch_records(uninterrupted[variant])
 
 
 @pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_and_exits_143(small_folder, uninterrupted, tmp_path):
+def test_sigterm_saves_a_checkpoint_and_exits_143(small_data, uninterrupted, tmp_path):
     workdir = tmp_path / 'preempted'
     extra = ['--config.checkpoint_every_steps=-1']
     # The notice arrives during step 20, in epoch 1 (steps 16-30).
-    result = subprocess.run(with_fault('sigterm_in_step:20', small_folder, workdir, *extra),
+    result = subprocess.run(with_fault('sigterm_in_step:20', small_data, workdir, *extra),
                             capture_output=True, text=True)
     assert result.returncode == 143, result.stderr[-2000:]
     saved = int(result.stdout.split('SIGTERM: saved a checkpoint at step ')[1].split(';')[0])
     # At the next sync point (every 2 steps of the epoch): mid epoch, not at its end.
     assert 20 <= saved <= 22 and saved % STEPS_PER_EPOCH and saved in steps_in(workdir)
-    subprocess.run(main_command(small_folder, workdir, *extra), check=True, capture_output=True)
+    subprocess.run(main_command(small_data, workdir, *extra), check=True, capture_output=True)
     assert same_states(final_state(uninterrupted['default']), final_state(workdir))
     assert epoch_records(workdir) == epoch_records(uninterrupted['default'])
 
 
 @pytest.mark.slow
-def test_second_run_on_a_live_workdir_is_refused_naming_the_holder(small_folder, tmp_path):
+def test_second_run_on_a_live_workdir_is_refused_naming_the_holder(small_data, tmp_path):
     workdir = tmp_path / 'busy'
-    holder = subprocess.Popen(with_fault('stop_in_step:3', small_folder, workdir),
+    holder = subprocess.Popen(with_fault('stop_in_step:3', small_data, workdir),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:  # it freezes itself mid-run, holding the workdir: nothing changes there meanwhile
         deadline = time.time() + 120
@@ -146,7 +146,7 @@ def test_second_run_on_a_live_workdir_is_refused_naming_the_holder(small_folder,
             assert holder.poll() is None and time.time() < deadline
             time.sleep(0.05)
         before = tree_snapshot(workdir)
-        second = subprocess.run(main_command(small_folder, workdir), capture_output=True,
+        second = subprocess.run(main_command(small_data, workdir), capture_output=True,
                                 text=True, timeout=120)
         assert second.returncode != 0
         assert second.stderr.strip().splitlines()[-1].startswith(

@@ -18,19 +18,19 @@ from flax_cifar.training import step as step_lib
 
 
 @pytest.fixture(scope='module')
-def folder(tmp_path_factory):
+def data(tmp_path_factory):
     return rgb_arrays(tmp_path_factory.mktemp('data'), train_per_class=16, test_per_class=4)
 
 
 STEPS_PER_EPOCH = 6  # 48 training images, global batch 8
 
 
-def run_main(folder, workdir, devices=1, extra=(), wait=True):
+def run_main(data, workdir, devices=1, extra=(), wait=True):
     """main.py with the smoke config, 6 steps of global batch 8, on `devices` CPU devices."""
     env = {**os.environ, 'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}',
            'JAX_PLATFORMS': 'cpu'}
     command = [sys.executable, os.path.join(REPO, 'main.py'), '--config',
-               os.path.join(REPO, 'configs', 'smoke.py'), f'--config.dataset={folder}',
+               os.path.join(REPO, 'configs', 'smoke.py'), f'--config.dataset={data}',
                '--config.num_epochs=1', f'--workdir={workdir}', *extra]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if wait:
@@ -46,15 +46,15 @@ def close(a, b):
 
 
 @pytest.fixture(scope='module')
-def one_device(folder, tmp_path_factory):
+def one_device(data, tmp_path_factory):
     workdir = tmp_path_factory.mktemp('one_device')
-    run_main(folder, workdir)
+    run_main(data, workdir)
     return inference.restore_for_inference(str(workdir), 'latest')[0]
 
 
 @pytest.mark.slow
-def test_eight_devices_match_one_device_on_the_same_global_batch(folder, one_device, tmp_path):
-    output = run_main(folder, tmp_path, devices=8)
+def test_eight_devices_match_one_device_on_the_same_global_batch(data, one_device, tmp_path):
+    output = run_main(data, tmp_path, devices=8)
     sharded = inference.restore_for_inference(str(tmp_path), 'latest')[0]
     assert int(sharded.step) == int(one_device.step) == STEPS_PER_EPOCH
     assert close((one_device.params, one_device.batch_stats),
@@ -63,11 +63,11 @@ def test_eight_devices_match_one_device_on_the_same_global_batch(folder, one_dev
     assert 'Devices: 8 cpu in 1 process(es), each taking 1 of the 8 images of a batch' in output
 
 
-def two_processes(folder, workdir, *extra):
+def two_processes(data, workdir, *extra):
     with socket.socket() as s:
         s.bind(('localhost', 0))
         port = s.getsockname()[1]
-    return [run_main(folder, workdir, extra=(
+    return [run_main(data, workdir, extra=(
         f'--config.distributed.coordinator_address=localhost:{port}',
         '--config.distributed.num_processes=2', f'--config.distributed.process_id={i}',
         *extra), wait=False) for i in range(2)]
@@ -87,16 +87,16 @@ TWO_PROCESS_RUN = (f'--config.num_epochs={TWO_PROCESS_EPOCHS}',
 
 
 @pytest.fixture(scope='module')
-def two_process_run(folder, tmp_path_factory):
+def two_process_run(data, tmp_path_factory):
     workdir = tmp_path_factory.mktemp('two')
-    return workdir, finished(two_processes(folder, workdir, *TWO_PROCESS_RUN))
+    return workdir, finished(two_processes(data, workdir, *TWO_PROCESS_RUN))
 
 
 @pytest.mark.slow
 def test_two_processes_load_their_own_shards_match_one_and_restore_in_one(
-        folder, two_process_run, tmp_path):
+        data, two_process_run, tmp_path):
     # Two data shards (0: one per process) give the same global batches on 1 process or 2.
-    run_main(folder, tmp_path / 'one', extra=('--config.data_shards=2', *TWO_PROCESS_RUN))
+    run_main(data, tmp_path / 'one', extra=('--config.data_shards=2', *TWO_PROCESS_RUN))
     one_process = inference.restore_for_inference(str(tmp_path / 'one'), 'latest')[0]
     workdir, outputs = two_process_run
     assert 'Test set' in outputs[0] and 'Test set' not in outputs[1]  # only process 0 prints
@@ -111,10 +111,10 @@ def test_two_processes_load_their_own_shards_match_one_and_restore_in_one(
 
 
 @pytest.mark.slow
-def test_sigterm_to_one_of_two_processes_stops_both_at_one_saved_step(folder, two_process_run,
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_saved_step(data, two_process_run,
                                                                       tmp_path):
     workdir = tmp_path / 'preempted'
-    processes = two_processes(folder, workdir, *TWO_PROCESS_RUN)
+    processes = two_processes(data, workdir, *TWO_PROCESS_RUN)
     output = b''
     while b'EPOCH: 2' not in output:  # process 0 prints; process 1 gets the notice
         line = processes[0].stdout.readline()
@@ -130,7 +130,7 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_saved_step(folder, tw
     # after the notice: mid-epoch or, had the notice landed after an epoch's last sync, its end.
     assert saved % 2 == 0 and 2 * STEPS_PER_EPOCH < saved < TWO_PROCESS_STEPS
     assert str(saved) in os.listdir(workdir / 'checkpoints')
-    resumed = finished(two_processes(folder, workdir, *TWO_PROCESS_RUN))
+    resumed = finished(two_processes(data, workdir, *TWO_PROCESS_RUN))
     assert f'Resuming from the checkpoint at step {saved}' in resumed[0]
     final = lambda w: inference.restore_for_inference(str(w), 'latest')[0]
     a, b = final(two_process_run[0]), final(workdir)
