@@ -23,7 +23,7 @@ from flax_cifar.evaluation import inference
 pytestmark = pytest.mark.slow
 
 TRAIN_IMAGES, BATCH = 64, 8          # 8 steps an epoch over the two workers
-EPOCHS = 40
+EPOCHS = 16                          # long enough to be stopped twice on the way
 TOTAL_STEPS = EPOCHS * TRAIN_IMAGES // BATCH
 
 
@@ -109,6 +109,15 @@ def wait_for(condition, what: str, timeout: float = 300):
         time.sleep(0.5)
 
 
+def alive(pid: int) -> bool:
+    """Whether the process is alive (not gone, not a zombie awaiting its parent)."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] not in 'ZX'
+    except FileNotFoundError:
+        return False
+
+
 def trained_state(workdir: str):
     return inference.restore_for_inference(workdir, 'latest')[0]
 
@@ -160,10 +169,11 @@ def test_preempted_then_killed_run_resumes_to_the_uninterrupted_result(pod, stra
     assert running.wait(timeout=60) == 0  # train only starts the workers
     wait_for(lambda: checkpoint_steps(workdir), 'the first checkpoint')
     # A spot preemption: SIGTERM reaches one worker; both save the same step and stop.
-    pid = int(open(os.path.join(worker(root, 1), 'train.pid')).read())
-    os.kill(pid, signal.SIGTERM)
+    pids = [int(open(os.path.join(worker(root, i), 'train.pid')).read()) for i in (0, 1)]
+    os.kill(pids[1], signal.SIGTERM)
     log = launch('logs')  # returns when worker 0's process ends
     saved = int(log.split('SIGTERM: saved a checkpoint at step ')[1].split(';')[0])
+    wait_for(lambda: not any(map(alive, pids)), 'both workers to stop', timeout=60)
     assert 0 < saved < TOTAL_STEPS and checkpoint_steps(workdir)[-1] == saved
     # Resumed, then killed outright (both workers, as a crashed VM) after a later checkpoint.
     launch('train', workdir=workdir)
