@@ -9,11 +9,11 @@ write-up itself reached 69.2% (docs/results.md).
 """
 import ml_collections
 
-from configs import default
+from configs import dsresnet
 
 
 def get_config() -> ml_collections.ConfigDict:
-    config = default.get_config()
+    config = dsresnet.get_config()
     config.model = 'seednet'
     config.model_args = ml_collections.ConfigDict(dict(
         depthwise=False,     # True: true depthwise 3x3 convs (57,056 parameters)

@@ -7,11 +7,11 @@ Expected result: it finishes; the accuracy means nothing (2 epochs of a 3k-param
 """
 import ml_collections
 
-from configs import default
+from configs import dsresnet
 
 
 def get_config() -> ml_collections.ConfigDict:
-    config = default.get_config()
+    config = dsresnet.get_config()
     config.model_args.update(
         stem_features=8,            # far narrower than the default
         stage_features=(8, 16),     # two stages instead of three

@@ -11,11 +11,11 @@ epoch 20, 94.4% at 200, on the original CIFAR-10).
 """
 import ml_collections
 
-from configs import default
+from configs import dsresnet
 
 
 def get_config() -> ml_collections.ConfigDict:
-    config = default.get_config()
+    config = dsresnet.get_config()
     config.model = 'tiniest'
     config.model_args = ml_collections.ConfigDict(dict(
         widths=(48, 80),             # stage 1 at 32x32, stage 2 at 16x16

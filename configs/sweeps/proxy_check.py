@@ -11,7 +11,7 @@ where used, from epoch 1). The rank correlation against the 15-epoch runs: docs/
 def get_sweep():
     airnet = {'config': 'configs/airnet.py', 'lookahead.start_epoch': 1}
     return dict(
-        config='configs/default.py',
+        config='configs/dsresnet.py',
         overrides={'num_epochs': 5},
         runs={
             'dsresnet': {},

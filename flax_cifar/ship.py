@@ -1,0 +1,81 @@
+"""A trained workdir made small enough to ship: one checkpoint of its evaluated weights and
+BatchNorm statistics (no optimizer state), its config with the data paths cleared, and its
+int8 LiteRT model with export.json, measured on the test split.
+
+  python -m flax_cifar.ship WORKDIR DESTINATION --dataset=folder:/path/to/cifar10
+
+DESTINATION then serves `--mode=evaluate`, `--mode=predict` and `--mode=export` as a workdir
+does, and `--mode=predict --exported DESTINATION/model_int8.tflite`. fingerprint.json holds
+the float model's log-probabilities of a few generated images, for tests to check against.
+"""
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+from etils import epath
+
+from flax_cifar import export
+from flax_cifar.errors import InputError
+from flax_cifar.evaluation import inference
+from flax_cifar.training import checkpointing, metric_writers
+
+FINGERPRINT = 'fingerprint.json'
+
+
+def fingerprint_images(count: int = 8) -> np.ndarray:
+    """Generated uint8 images (smooth colour fields under noise): no dataset needed."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:32, 0:32] / 31.0
+    fields = [np.stack([np.cos(a * x + b * y + c) for a, b, c in rng.uniform(0, 6, (3, 3))], -1)
+              for _ in range(count)]
+    noise = rng.normal(0, 0.15, (count, 32, 32, 3))
+    return np.clip((np.stack(fields) * 0.4 + 0.5 + noise) * 255, 0, 255).astype(np.uint8)
+
+
+def log_probabilities(workdir: str, images: np.ndarray) -> np.ndarray:
+    """The checkpoint's log-probabilities over its configured test-time views."""
+    state, config, _, _ = inference.restore_for_inference(workdir, 'best')
+    flip, translate = inference.test_time_views(config)
+    return inference.ViewLogits(state, images, ema=True,
+                                normalization=config.normalize).log_probabilities(flip, translate)
+
+
+def ship(workdir: str, destination: str, dataset: str, which: str = 'best') -> dict:
+    """Writes DESTINATION (which must not exist) and returns its export.json."""
+    if os.path.exists(destination):
+        raise InputError(f'{destination}: exists; ship into a new folder')
+    state, config, class_names, step = inference.restore_for_inference(workdir, which)
+    config.dataset, config.data_dir, config.data_cache_dir = 'cifar10', None, None
+    checkpoints = checkpointing.Checkpoints(destination, keep=1)
+    # The source's test accuracy at that step, so that the step is also the folder's 'best'.
+    accuracy = next(r['test_accuracy'] for r in metric_writers.read_records(
+        os.path.join(workdir, 'metrics.jsonl')) if r.get('step') == step)
+    checkpoints.save(step, state, checkpointing.run_meta(config, class_names), accuracy)
+    checkpoints.close()
+    for marker in epath.Path(destination, 'checkpoints').glob(f'**/{checkpointing.COMMIT_MARKER}'):
+        marker.write_text('Checkpoint commit was successful')  # not this machine's path
+    report = export.export(destination, dataset=dataset)
+    out = os.path.join(destination, 'export')
+    shutil.move(os.path.join(out, export.INT8_TFLITE), destination)
+    report['models'] = {export.INT8_TFLITE: report['models'][export.INT8_TFLITE]}
+    epath.Path(destination, export.INFO).write_text(json.dumps(report, indent=1))
+    shutil.rmtree(out)
+    images = fingerprint_images()
+    epath.Path(destination, FINGERPRINT).write_text(json.dumps({
+        'images': 'flax_cifar.ship.fingerprint_images()',
+        'log_probabilities': np.round(log_probabilities(destination, images), 6).tolist(),
+        'int8_classes': export.Runtime(os.path.join(destination, export.INT8_TFLITE))
+        .scores(images).argmax(-1).tolist()}, indent=1))
+    return report
+
+
+if __name__ == '__main__':
+    if len(sys.argv) != 4 or not sys.argv[3].startswith('--dataset='):
+        sys.exit('usage: python -m flax_cifar.ship WORKDIR DESTINATION --dataset=DATASET')
+    try:
+        print(export.format_report(ship(sys.argv[1], sys.argv[2],
+                                        sys.argv[3][len('--dataset='):])))
+    except InputError as e:
+        sys.exit(f'error: {e}')
