@@ -212,16 +212,25 @@ def damage(step_dir, how):
                 f.write(os.urandom(64))
 
 
+@pytest.fixture(scope='module')
+def trained_once(folder, tmp_path_factory):
+    """(config, workdir, final state) of one run with checkpoints at steps 25, 50 and 75,
+    which each damage case copies."""
+    config = smoke_config(folder, num_epochs=1, checkpoint_every_steps=25,
+                          max_checkpoints_to_keep=10)
+    workdir = tmp_path_factory.mktemp('trained_once') / 'run'
+    whole = train.train_and_evaluate(config, str(workdir))
+    assert steps_in(workdir) == [25, 50, 75]
+    return config, workdir, whole
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('how', ['truncate', 'garbage', 'zero_length', 'missing_item'])
-def test_damaged_latest_checkpoint_is_set_aside_and_the_run_resumes(folder, how, tmp_path,
+def test_damaged_latest_checkpoint_is_set_aside_and_the_run_resumes(trained_once, how, tmp_path,
                                                                     capsys):
-    config = smoke_config(folder, num_epochs=1, checkpoint_every_steps=25,
-                        max_checkpoints_to_keep=10)
-    whole = train.train_and_evaluate(config, str(tmp_path / 'whole'))
+    config, trained, whole = trained_once
     workdir = tmp_path / 'damaged'
-    train.train_and_evaluate(config, str(workdir))
-    assert steps_in(workdir) == [25, 50, 75]
+    shutil.copytree(trained, workdir)
     damage(workdir / 'checkpoints' / '75', how)
     os.makedirs(workdir / 'checkpoints' / '60' / 'state')  # a half-written step directory
     intact = {s: sorted(os.listdir(workdir / 'checkpoints' / str(s))) for s in (25, 50)}
