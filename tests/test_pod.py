@@ -22,8 +22,8 @@ from flax_cifar.evaluation import inference
 
 pytestmark = pytest.mark.slow
 
-TRAIN_IMAGES, BATCH = 64, 8          # 8 steps an epoch over the two workers
-EPOCHS = 16                          # long enough to be stopped twice on the way
+TRAIN_IMAGES, BATCH = 128, 8         # 16 steps an epoch over the two workers
+EPOCHS = 8                           # long enough to be stopped twice on the way
 TOTAL_STEPS = EPOCHS * TRAIN_IMAGES // BATCH
 
 
@@ -152,7 +152,7 @@ def test_up_installs_a_supported_python_and_trains_two_hosts_into_gcs(pod, strai
             python3, venv)
     # Every process trained: a global batch split over two hosts, each reading its own rows.
     log1 = open(os.path.join(worker(root, 1), 'train.log')).read()
-    assert 'Process 1 of 2 holds training rows 32:64' in log1
+    assert 'Process 1 of 2 holds training rows 64:128' in log1
     workdir = epath.Path('gs://pod/straight')
     names = {p.name for p in workdir.iterdir()}
     assert {'checkpoints', 'metrics.jsonl', 'tensorboard', 'curves.png'} <= names
