@@ -124,6 +124,10 @@ class Runtime:
         if not path.endswith(('.onnx', '.tflite')):
             raise InputError(f'--exported {path}: not a .tflite or .onnx file')
         model = epath.Path(path).read_bytes() if model is None else model  # local or gs://
+        runtime = 'onnxruntime' if path.endswith('.onnx') else 'ai_edge_litert'
+        if importlib.util.find_spec(runtime) is None:
+            raise InputError(f"--exported {path}: running it needs {runtime}, in the deploy "
+                             f"extra: pip install -e '.[deploy]'")
         if path.endswith('.onnx'):
             import onnxruntime
             options = onnxruntime.SessionOptions()

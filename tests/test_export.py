@@ -113,3 +113,18 @@ def test_unconvertible_model_is_refused_naming_the_layer(exported, monkeypatch):
     assert '\n' not in message
     assert message.startswith('export: LiteRT cannot convert model_float32.tflite, at layer '
                               'stage2_sepconv/depthwise:')
+
+
+@pytest.mark.parametrize('suffix, runtime', [('tflite', 'ai_edge_litert'),
+                                             ('onnx', 'onnxruntime')])
+def test_an_exported_model_without_its_runtime_says_what_to_install(suffix, runtime, tmp_path,
+                                                                    monkeypatch):
+    import importlib.util
+    model = tmp_path / f'model.{suffix}'
+    model.write_bytes(b'not read: the runtime is checked first')
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec',
+                        lambda name, *args: None if name == runtime else find_spec(name, *args))
+    with pytest.raises(InputError, match=rf"needs {runtime}, in the deploy extra: "
+                                         r"pip install -e '\.\[deploy\]'"):
+        export.Runtime(str(model))
