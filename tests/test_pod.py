@@ -3,7 +3,6 @@
 installs, trains into a gs:// workdir on a real GCS server, is preempted, resumes, is killed
 and reruns; the result equals an uninterrupted run. Only the TPU itself is not real.
 """
-import glob
 import json
 import os
 import signal
@@ -28,13 +27,17 @@ TOTAL_STEPS = EPOCHS * TRAIN_IMAGES // BATCH
 
 
 def python_older_than_3_11() -> str:
-    """A Python 3.10 interpreter (the python3 of every TPU image)."""
-    candidates = glob.glob(os.path.expanduser('~/.pyenv/versions/3.10*/bin/python3.10'))
-    found = candidates or [p for p in ('/usr/bin/python3.10',) if os.path.exists(p)]
-    if not found:
-        pytest.fail('tests/test_pod.py needs a Python 3.10 to stand in for the TPU image\'s '
-                    'python3 (pyenv install 3.10)')
-    return found[0]
+    """A Python 3.10 interpreter (the python3 of every TPU image): $FLAX_CIFAR_TEST_PYTHON310,
+    else the first python3.10 on PATH that runs."""
+    candidates = [os.environ.get('FLAX_CIFAR_TEST_PYTHON310')] + [
+        os.path.join(d, 'python3.10') for d in os.environ['PATH'].split(os.pathsep)]
+    for path in filter(None, candidates):
+        if os.access(path, os.X_OK) and subprocess.run(
+                [path, '-c', 'import sys; assert sys.version_info[:2] == (3, 10)'],
+                capture_output=True).returncode == 0:
+            return path
+    pytest.fail('tests/test_pod.py needs a Python 3.10 to stand in for the TPU image\'s '
+                'python3: put one on PATH or name it in FLAX_CIFAR_TEST_PYTHON310')
 
 
 def small_dataset(seed: int, count: int) -> types.Split:
