@@ -34,14 +34,6 @@ def fingerprint_images(count: int = 8) -> np.ndarray:
     return np.clip((np.stack(fields) * 0.4 + 0.5 + noise) * 255, 0, 255).astype(np.uint8)
 
 
-def log_probabilities(workdir: str, images: np.ndarray) -> np.ndarray:
-    """The checkpoint's log-probabilities over its configured test-time views."""
-    state, config, _, _ = inference.restore_for_inference(workdir, 'best')
-    flip, translate = inference.test_time_views(config)
-    return inference.ViewLogits(state, images, ema=True,
-                                normalization=config.normalize).log_probabilities(flip, translate)
-
-
 def ship(workdir: str, destination: str, dataset: str, which: str = 'best') -> dict:
     """Writes DESTINATION (which must not exist) and returns its export.json."""
     if os.path.exists(destination):
@@ -65,7 +57,8 @@ def ship(workdir: str, destination: str, dataset: str, which: str = 'best') -> d
     images = fingerprint_images()
     epath.Path(destination, FINGERPRINT).write_text(json.dumps({
         'images': 'flax_cifar.ship.fingerprint_images()',
-        'log_probabilities': np.round(log_probabilities(destination, images), 6).tolist(),
+        'log_probabilities': np.round(inference.log_probabilities(destination, images)[0],
+                                      6).tolist(),
         'int8_classes': export.Runtime(os.path.join(destination, export.INT8_TFLITE))
         .scores(images).argmax(-1).tolist()}, indent=1))
     return report

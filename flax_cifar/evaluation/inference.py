@@ -84,12 +84,19 @@ def load_image(path: str) -> np.ndarray:
     return np.asarray(image, np.uint8)
 
 
+def log_probabilities(workdir: str, images: np.ndarray, which: str = 'best'):
+    """(log-probabilities, class names) of uint8 images from the workdir's checkpoint, over
+    the test-time views its config names."""
+    state, config, class_names, _ = restore_for_inference(workdir, which)
+    views = ViewLogits(state, images, config.eval_batch_size, normalization=config.normalize)
+    return views.log_probabilities(*test_time_views(config)), class_names
+
+
 def predict_files(workdir: str, paths: list[str], which: str = 'best') -> list[tuple]:
     """(path, class name, probability) per image file, from the workdir's checkpoint, over
     the test-time views its config names."""
-    state, config, class_names, _ = restore_for_inference(workdir, which)
     images = np.stack([load_image(p) for p in paths])
-    views = ViewLogits(state, images, config.eval_batch_size, normalization=config.normalize)
-    probabilities = np.exp(views.log_probabilities(*test_time_views(config)))
+    log_probs, class_names = log_probabilities(workdir, images, which)
+    probabilities = np.exp(log_probs)
     return [(path, class_names[int(p.argmax())], float(p.max()))
             for path, p in zip(paths, probabilities)]
