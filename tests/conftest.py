@@ -64,17 +64,6 @@ def pytest_make_collect_report(collector):
     _fail_a_skip(outcome.get_result())
 
 
-# The longest files (minutes each, most of it in subprocesses) start first, so that under
-# `-n auto --dist loadfile` no worker is left alone with one of them at the end.
-LONGEST_FIRST = ('test_pod.py', 'test_robustness.py', 'test_train.py', 'test_scaling.py',
-                 'test_arrays.py')
-
-
-def pytest_collection_modifyitems(items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept
-
-
 def load_config(config_file: str):
     """The ConfigDict of a config file (relative to the repository)."""
     from flax_cifar import sweep
