@@ -5,13 +5,18 @@ also does this at its end.
 """
 import sys
 
-import matplotlib
 from etils import epath
 
-matplotlib.use('Agg')  # files only; no display on training machines
-import matplotlib.pyplot as plt  # noqa: E402
+from flax_cifar.training import metric_writers
 
-from flax_cifar.training import metric_writers  # noqa: E402
+
+def pyplot():
+    """matplotlib.pyplot drawing into files (Agg: training machines have no display), imported
+    when first drawn: runs that draw nothing (predict, a killed run) skip its import."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    return plt
 
 
 def plot_curves(workdir: str) -> str | None:
@@ -22,6 +27,7 @@ def plot_curves(workdir: str) -> str | None:
     if not records:
         return None
     epochs = [r['epoch'] + 1 for r in records]
+    plt = pyplot()
     fig, (loss, accuracy, rate) = plt.subplots(1, 3, figsize=(15, 4))
     for split in ('train', 'test'):
         loss.plot(epochs, [r[f'{split}_loss'] for r in records], 'o-', label=split)

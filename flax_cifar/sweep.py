@@ -212,9 +212,8 @@ def plot_frontier(rows: list[dict], root: str) -> str | None:
     done = [r for r in rows if r['mean_accuracy'] is not None]
     if not done:
         return None
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    from flax_cifar import plots  # the sweep controller itself starts without matplotlib
+    plt = plots.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
     for axis, key, label in ((axes[0], 'params', 'parameters'),
                              (axes[1], 'mean_minutes', 'training minutes (mean of seeds)')):

@@ -2,17 +2,14 @@
 and its confusion matrix, printed and plotted into the workdir."""
 import os
 
-import matplotlib
 import numpy as np
 from etils import epath
 
-matplotlib.use('Agg')  # files only; no display on training machines
-import matplotlib.pyplot as plt  # noqa: E402
-
-from flax_cifar.data import sources  # noqa: E402
-from flax_cifar.evaluation.inference import ViewLogits, restore_for_inference  # noqa: E402
-from flax_cifar.evaluation.views import test_time_views  # noqa: E402
-from flax_cifar.training import train_state  # noqa: E402
+from flax_cifar import plots
+from flax_cifar.data import sources
+from flax_cifar.evaluation.inference import ViewLogits, restore_for_inference
+from flax_cifar.evaluation.views import test_time_views
+from flax_cifar.training import train_state
 
 # Test-time views whose accuracy `evaluate_checkpoint` reports beside the configured ones:
 # name -> (flip, translate).
@@ -37,6 +34,7 @@ def format_report(matrix: np.ndarray, class_names: list[str]) -> str:
 
 
 def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: str, title: str):
+    plt = plots.pyplot()
     fig, ax = plt.subplots(figsize=(7, 6))
     image = ax.imshow(matrix, cmap='Blues')
     ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha='right')
