@@ -64,6 +64,20 @@ def pytest_make_collect_report(collector):
     _fail_a_skip(outcome.get_result())
 
 
+# Under `-n auto --dist loadfile` each file runs on one worker. xdist would hand files out by
+# their number of tests, which starts the few-test, minute-long ones (the pod, the benchmark)
+# last, alone at the end; with pyproject's --no-loadscope-reorder they go in collection order,
+# the longest first (by their measured seconds, docs/speed.md), the rest by name.
+LONGEST_FIRST = ('test_robustness.py', 'test_pod.py', 'test_train.py', 'test_scaling.py',
+                 'test_models.py', 'test_benchmark.py', 'test_arrays.py', 'test_export.py',
+                 'test_evaluation.py', 'test_gcs.py', 'test_sweep.py')
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order in a file kept
+
+
 def load_config(config_file: str):
     """The ConfigDict of a config file (relative to the repository)."""
     from flax_cifar import sweep
