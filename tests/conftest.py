@@ -66,11 +66,16 @@ def pytest_make_collect_report(collector):
 
 # Under `-n auto --dist loadfile` each file runs on one worker. xdist would hand files out by
 # their number of tests, which starts the few-test, minute-long ones (the pod, the benchmark)
-# last, alone at the end; with pyproject's --no-loadscope-reorder they go in collection order,
-# the longest first (by their measured seconds, docs/speed.md), the rest by name.
+# last, alone at the end: here they go in collection order, the longest first (by their
+# measured seconds, docs/speed.md), the rest by name.
 LONGEST_FIRST = ('test_robustness.py', 'test_pod.py', 'test_train.py', 'test_scaling.py',
                  'test_models.py', 'test_benchmark.py', 'test_arrays.py', 'test_export.py',
                  'test_evaluation.py', 'test_gcs.py', 'test_sweep.py')
+
+
+def pytest_configure(config):
+    if hasattr(config.option, 'loadscopereorder'):  # pytest-xdist's --no-loadscope-reorder
+        config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(items):

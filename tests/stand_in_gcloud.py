@@ -63,7 +63,10 @@ def worker_env(node, i):
     path = [os.path.join(home, '.stand-in-bin')] + [
         p for p in os.environ['PATH'].split(os.pathsep)
         if not p.startswith(sys.prefix) and p != os.path.dirname(sys.executable)]
-    env = {k: v for k, v in os.environ.items() if k not in ('VIRTUAL_ENV', 'PYTHONPATH')}
+    # Nor are its PYTHONPATH or PYTHONDONTWRITEBYTECODE (a TPU VM writes bytecode, so each
+    # launch after the first imports its packages compiled).
+    env = {k: v for k, v in os.environ.items()
+           if k not in ('VIRTUAL_ENV', 'PYTHONPATH', 'PYTHONDONTWRITEBYTECODE')}
     env.update({
         'HOME': home, 'PATH': os.pathsep.join(path), 'JAX_PLATFORMS': 'cpu',
         'TPU_WORKER_HOSTNAMES': ','.join(['localhost'] * node['workers']),
