@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from configs import smoke
-from conftest import REPO, rgb_arrays
+from conftest import REPO, rgb_arrays, smoke_config
 from flax_cifar.evaluation import inference
-from flax_cifar.training import optim, train_state
+from flax_cifar.training import optim, train, train_state
 from flax_cifar.training import step as step_lib
 
 
@@ -44,11 +44,16 @@ def close(a, b):
         lambda x, y: np.allclose(x, y, rtol=1e-4, atol=1e-5), a, b)))
 
 
+def in_this_process(data, workdir, **overrides):
+    """run_main's run on this process's one CPU device (the same computation, no start-up)."""
+    assert jax.device_count() == 1
+    train.train_and_evaluate(smoke_config(data, **{'num_epochs': 1, **overrides}), str(workdir))
+    return inference.restore_for_inference(str(workdir), 'latest')[0]
+
+
 @pytest.fixture(scope='module')
 def one_device(data, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp('one_device')
-    run_main(data, workdir)
-    return inference.restore_for_inference(str(workdir), 'latest')[0]
+    return in_this_process(data, tmp_path_factory.mktemp('one_device'))
 
 
 @pytest.mark.slow
@@ -81,8 +86,9 @@ def finished(processes) -> list[str]:
 # (A SIGTERM to one of two processes: tests/test_pod.py, over the same gloo collectives.)
 TWO_PROCESS_EPOCHS = 6
 TWO_PROCESS_STEPS = TWO_PROCESS_EPOCHS * STEPS_PER_EPOCH
-TWO_PROCESS_RUN = (f'--config.num_epochs={TWO_PROCESS_EPOCHS}',
-                   '--config.checkpoint_every_steps=-1', '--config.log_every_steps=2')
+TWO_PROCESS_CONFIG = dict(num_epochs=TWO_PROCESS_EPOCHS, checkpoint_every_steps=-1,
+                          log_every_steps=2)
+TWO_PROCESS_RUN = [f'--config.{key}={value}' for key, value in TWO_PROCESS_CONFIG.items()]
 
 
 @pytest.fixture(scope='module')
@@ -95,8 +101,7 @@ def two_process_run(data, tmp_path_factory):
 def test_two_processes_load_their_own_shards_match_one_and_restore_in_one(
         data, two_process_run, tmp_path):
     # Two data shards (0: one per process) give the same global batches on 1 process or 2.
-    run_main(data, tmp_path / 'one', extra=('--config.data_shards=2', *TWO_PROCESS_RUN))
-    one_process = inference.restore_for_inference(str(tmp_path / 'one'), 'latest')[0]
+    one_process = in_this_process(data, tmp_path / 'one', data_shards=2, **TWO_PROCESS_CONFIG)
     workdir, outputs = two_process_run
     assert 'Test set' in outputs[0] and 'Test set' not in outputs[1]  # only process 0 prints
     # 48 training and 12 test images: each process reads only its half.
