@@ -2,9 +2,9 @@
 # A whole sweep on one accelerator machine in one call: this checkout and one data archive go
 # there, one results archive comes back.
 #
-#   bash benchmarks/accelerator_sweep.sh pack FOLDER DATA.tar
-#       here: the dataset folder (ImageFolder layout) as one file
-#   bash benchmarks/accelerator_sweep.sh run DATA.tar SWEEP_FILE OUT_DIR [RUNS_PER_GPU]
+#   bash benchmarks/accelerator_sweep.sh pack FOLDER DATA.tar.gz
+#       here: the dataset folder (ImageFolder layout) as one file (gzip: JPEG headers repeat)
+#   bash benchmarks/accelerator_sweep.sh run DATA.tar.gz SWEEP_FILE OUT_DIR [RUNS_PER_GPU]
 #       there: installs .venv (uv; $JAX_SPEC, default jax[cuda12]; JAX_SPEC=none keeps the
 #       current one), decodes the data once (arrays form), runs the sweep RUNS_PER_GPU
 #       (default 4) at a time on every GPU, and writes OUT_DIR/results.tar.gz: each run's
@@ -15,13 +15,13 @@ cd "$(dirname "$0")/.."
 
 case "${1:-}" in
   pack)
-    [ $# -eq 3 ] || { echo "usage: $0 pack FOLDER DATA.tar" >&2; exit 2; }
+    [ $# -eq 3 ] || { echo "usage: $0 pack FOLDER DATA.tar.gz" >&2; exit 2; }
     [ -d "$2/train" ] && [ -d "$2/test" ] || { echo "error: $2 has no train/ and test/" >&2; exit 1; }
-    tar -C "$2" -cf "$3" train test
+    tar -C "$2" -czf "$3" train test
     echo "$3: $(du -h "$3" | cut -f1)"
     ;;
   run)
-    [ $# -ge 4 ] || { echo "usage: $0 run DATA.tar SWEEP_FILE OUT_DIR [RUNS_PER_GPU]" >&2; exit 2; }
+    [ $# -ge 4 ] || { echo "usage: $0 run DATA.tar.gz SWEEP_FILE OUT_DIR [RUNS_PER_GPU]" >&2; exit 2; }
     archive=$2 sweep_file=$3 out=$4 per_gpu=${5:-4}
     [ -f "$archive" ] || { echo "error: no data archive $archive" >&2; exit 1; }
     [ -f "$sweep_file" ] || { echo "error: no sweep file $sweep_file" >&2; exit 1; }
@@ -35,7 +35,7 @@ case "${1:-}" in
     if [ ! -f "$out/arrays/info.json" ]; then  # decoded once; a rerun reuses it
       rm -rf "$out/folder" "$out/arrays"
       mkdir -p "$out/folder"
-      tar -C "$out/folder" -xf "$archive"
+      tar -C "$out/folder" -xzf "$archive"
       "$python" -m flax_cifar.data.to_arrays --dataset "folder:$out/folder" --out "$out/arrays"
       rm -rf "$out/folder"
     fi
