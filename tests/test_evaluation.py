@@ -107,3 +107,13 @@ def test_training_writes_curves_and_they_can_be_redrawn(trained):
     assert os.path.getsize(path) > 10_000
     os.remove(path)
     assert plots.plot_curves(workdir) == f'{workdir}/curves.png' and os.path.exists(path)
+
+
+def test_the_reported_average_is_named_by_the_fields_that_made_it():
+    from configs import default
+    assert report.evaluated_average(default.get_config()).startswith(
+        "Lookahead's slow weights (config.lookahead.every=")  # the default's average
+    config = smoke.get_config()
+    config.ema_decay = 0.99
+    assert report.evaluated_average(config) == (
+        'Moving average of the weights (config.ema_decay=0.99)')

@@ -33,6 +33,14 @@ def format_report(matrix: np.ndarray, class_names: list[str]) -> str:
     return '\n'.join(lines)
 
 
+def evaluated_average(config) -> str:
+    """Which weight average the checkpoint's accuracy is of, named by its config fields."""
+    if config.lookahead.every:
+        return (f"Lookahead's slow weights (config.lookahead.every={config.lookahead.every}, "
+                f'config.lookahead.decay={config.lookahead.decay})')
+    return f'Moving average of the weights (config.ema_decay={config.ema_decay})'
+
+
 def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: str, title: str):
     plt = plots.pyplot()
     fig, ax = plt.subplots(figsize=(7, 6))
@@ -86,8 +94,7 @@ def evaluate_checkpoint(workdir: str, which: str = 'best', dataset: str | None =
         raw = ViewLogits(state, test.images, config.eval_batch_size,
                          ema=False).log_probabilities(flip, translate)
         raw_accuracy = float(np.mean(raw.argmax(-1) == test.labels))
-        print(f'Moving average of the weights (config.ema_decay={config.ema_decay}); '
-              f'the weights themselves: {100 * raw_accuracy:.2f}%')
+        print(f'{evaluated_average(config)}; the weights themselves: {100 * raw_accuracy:.2f}%')
     print(format_report(matrix, class_names))
     path = os.path.join(workdir, f'confusion_matrix_step{step}.png')
     plot_confusion_matrix(matrix, class_names, path,
