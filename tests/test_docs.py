@@ -1,0 +1,33 @@
+"""The tests the README and docs/ name as evidence exist, under those names."""
+import glob
+import os
+import re
+
+from conftest import REPO
+
+# `test_file.py::test_name`, or a name cut short with `...` (a prefix) in the speed tables.
+CITED = re.compile(r'(test_\w+\.py)::(\w*)(\.\.\.)?')
+
+
+def cited_tests():
+    """Where README.md and docs/ name a test (but docs/speed.md: dated records of past runs,
+    whose tests may since have been merged or renamed)."""
+    docs = [p for p in glob.glob(os.path.join(REPO, 'docs', '*.md'))
+            if not p.endswith('speed.md')]
+    for path in [os.path.join(REPO, 'README.md'), *docs]:
+        with open(path) as f:
+            for match in CITED.finditer(f.read()):
+                yield os.path.relpath(path, REPO), *match.groups()
+
+
+def test_every_cited_test_exists():
+    cited = list(cited_tests())
+    assert len(cited) > 20  # docs/robustness.md's table alone names more
+    missing = []
+    for doc, file, name, cut in cited:
+        path = os.path.join(REPO, 'tests', file)
+        names = re.findall(r'^def (test_\w+)\(', open(path).read(), re.M) if os.path.exists(
+            path) else []
+        if not any(n.startswith(name) if cut else n == name for n in names):
+            missing.append(f'{doc}: {file}::{name}{cut or ""}')
+    assert not missing, missing
