@@ -1,4 +1,5 @@
 import glob
+import importlib.util
 import os
 import sys
 
@@ -39,6 +40,9 @@ SWEEP_FILES = sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(RE
 # tests/with_data/ evaluates on CIFAR-10 itself: collected only where FLAX_CIFAR_TEST_CIFAR10
 # names its folder (ImageFolder layout); the suite proper needs no dataset.
 collect_ignore = [] if os.environ.get('FLAX_CIFAR_TEST_CIFAR10') else ['with_data']
+# tests/with_torch/ checks the PyTorch twin of benchmarks/: collected where PyTorch is installed.
+if importlib.util.find_spec('torch') is None:
+    collect_ignore.append('with_torch')
 
 
 # .ci/run sets it: there a skipped test (a missing optional package, an absent server)
