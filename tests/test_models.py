@@ -186,14 +186,19 @@ def test_seed_unit5_convolves_the_input_it_reads_at_stride_1():
     assert 'window_strides=(1, 1)' in jaxpr
 
 
-@pytest.mark.parametrize('stride, dilation', [(1, 2), (2, 1)])
-def test_depthwise_gradient_over_a_batch_its_chunks_do_not_divide(stride, dilation):
-    """On CPU the kernel's gradient is summed in chunks of images: 11 images (chunks do not
-    divide them) give nn.Conv's gradients."""
+@pytest.mark.parametrize('kernel, stride, dilation, padding', [
+    (3, 1, 2, 1), (3, 2, 1, 1), (7, 1, 1, 3), (7, 1, 3, 9), (5, 1, 2, 2)])
+def test_depthwise_gradient_over_a_batch_its_chunks_do_not_divide(kernel, stride, dilation,
+                                                                   padding):
+    """On CPU the kernel's gradient is summed in chunks of images and, at stride 1, the
+    input's is a conv with the kernel turned over: 11 images (chunks do not divide them) give
+    nn.Conv's gradients, for tiniest's 7x7 kernels (dilated 3, 'same') and a padding less
+    than the kernel's reach."""
     x = jax.random.normal(jax.random.key(0), (11, 9, 9, 5))
-    reference = nn.Conv(5, (3, 3), strides=stride, padding=1, kernel_dilation=dilation,
-                        feature_group_count=5, use_bias=False)
-    shifted = kernels.DepthwiseConv((3, 3), stride, 1, dilation, implementation='shifts')
+    reference = nn.Conv(5, (kernel, kernel), strides=stride, padding=padding,
+                        kernel_dilation=dilation, feature_group_count=5, use_bias=False)
+    shifted = kernels.DepthwiseConv((kernel, kernel), stride, padding, dilation,
+                                    implementation='shifts')
     assert_same_layer(shifted, reference, x, grad_atol=1e-4)
 
 

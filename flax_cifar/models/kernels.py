@@ -93,13 +93,24 @@ def _shifted_depthwise_cpu_fwd(x, kernel, stride, dilation):
     return _shifted_depthwise(x, kernel, stride, dilation), (x, kernel)
 
 
+def _depthwise_input_gradient(x, kernel, stride: int, dilation: int, grad):
+    """At stride 1, itself a shifted depthwise conv: the gradient, padded by the kernel's
+    reach, against the kernel turned 180 degrees (one fused loop, where autodiff pads and adds
+    k*k arrays: 7x7 kernels' gradients took most of tiniest's step, docs/speed.md)."""
+    if stride != 1:
+        _, input_vjp = jax.vjp(lambda x: _shifted_depthwise(x, kernel, stride, dilation), x)
+        return input_vjp(grad)[0]
+    reach = [(dilation * (k - 1),) * 2 for k in kernel.shape[:2]]
+    return _shifted_depthwise(jnp.pad(grad, [(0, 0), *reach, (0, 0)]), kernel[::-1, ::-1], 1,
+                              dilation)
+
+
 def _shifted_depthwise_cpu_bwd(stride, dilation, residuals, grad):
-    """The input's gradient as autodiff gives it; the kernel's summed over chunks of
+    """The input's gradient by `_depthwise_input_gradient`; the kernel's summed over chunks of
     KERNEL_GRADIENT_CHUNK images in a lax.map: a sum over the whole batch per tap made XLA's
     CPU backend stream k*k full-batch products through memory; chunks stay in cache
     (docs/speed.md)."""
     x, kernel = residuals
-    _, input_vjp = jax.vjp(lambda x: _shifted_depthwise(x, kernel, stride, dilation), x)
     pad = -x.shape[0] % KERNEL_GRADIENT_CHUNK  # zero images add nothing to the sums
     chunks = lambda t: jnp.pad(t, ((0, pad),) + ((0, 0),) * 3).reshape(
         -1, KERNEL_GRADIENT_CHUNK, *t.shape[1:])
@@ -110,7 +121,8 @@ def _shifted_depthwise_cpu_bwd(stride, dilation, residuals, grad):
                           _windows(x_chunk, kernel.shape[:2], stride, dilation)])
 
     kernel_grad = jax.lax.map(chunk_gradient, (chunks(x), chunks(grad))).sum(0)
-    return input_vjp(grad)[0], kernel_grad.reshape(kernel.shape).astype(kernel.dtype)
+    return (_depthwise_input_gradient(x, kernel, stride, dilation, grad),
+            kernel_grad.reshape(kernel.shape).astype(kernel.dtype))
 
 
 _shifted_depthwise_cpu.defvjp(_shifted_depthwise_cpu_fwd, _shifted_depthwise_cpu_bwd)
