@@ -1,4 +1,6 @@
 import functools
+import os
+import re
 
 import flax.linen as nn
 import jax
@@ -6,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import CONFIG_FILES, load_config
+from conftest import CONFIG_FILES, REPO, load_config
 from flax_cifar import models
 from flax_cifar.errors import InputError
 from flax_cifar.models import airnet, kernels, layers, seednet, splitnet
@@ -363,3 +365,12 @@ def test_every_config_has_its_stated_parameter_count(config_file):
     from flax_cifar.training import train_state
     model = train_state.create_model(load_config(config_file), 10)
     assert models.param_count(init_params(model)) == PARAMETERS[config_file]
+
+
+def test_the_readme_states_those_counts():
+    """The README's table of configs, row by row: its parameter column is PARAMETERS'."""
+    with open(os.path.join(REPO, 'README.md')) as f:
+        rows = re.findall(r'^\| `(configs/\w+\.py)` \|.*\| ([\d,]+) \|$', f.read(), re.M)
+    assert len(rows) >= 8
+    assert {config: int(count.replace(',', '')) for config, count in rows} == {
+        config: PARAMETERS[config] for config, _ in rows}
