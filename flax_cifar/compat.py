@@ -12,7 +12,7 @@ ADDED_FIELDS = {'normalize': 'mean_std', 'optimizer': 'sgd', 'ema_warmup': True,
                 'schedule_epochs': 0, 'frozen': (), 'lr_mults': (), 'frozen_after_epochs': (),
                 'wd_mults': (('/kernel$', 1.0),),
                 'ema_decay': 0.0, 'eval_translate': 0, 'half_precision': False,
-                'data_cache_dir': None,
+                'data_cache_dir': None, 'whitening_eps': 5e-4,
                 'lookahead': {'every': 0, 'decay': 0.95, 'power': 3.0, 'start_epoch': 3,
                               'sync_each_epoch': True}}
 

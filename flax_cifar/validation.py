@@ -109,7 +109,7 @@ FIELDS = {
     'rotate_degrees': number(0.0, 180.0), 'rotate_p': PROBABILITY, 'sharpen_p': PROBABILITY,
     'sharpen_factors': factor_range, 'color_jiggle_p': PROBABILITY, 'color_jiggle': jiggle,
     'mixup_max': FRACTION, 'mixup_ramp': PROBABILITY, 'cutout_size': integer(0, PIXELS),
-    'stem_whitening': text,
+    'stem_whitening': text, 'whitening_eps': number(0.0, low_open=True),
     'batch_size': positive_int, 'eval_batch_size': positive_int, 'eval_flip': boolean,
     'eval_translate': integer(0, PIXELS // 2 - 1), 'num_epochs': positive_int,
     'num_train_steps': lambda v: (_is_int(v) and (v == -1 or v > 0),

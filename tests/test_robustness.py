@@ -313,6 +313,7 @@ BAD_VALUES = {
     'alternating_flip': None, 'rotate_degrees': -1.0, 'rotate_p': 1.5, 'sharpen_p': -0.1,
     'sharpen_factors': (2.0, 1.0), 'color_jiggle_p': 2.0, 'color_jiggle': (0.1, 0.1, 0.5, 0.6),
     'mixup_max': 1.0, 'mixup_ramp': 2.0, 'cutout_size': 33, 'stem_whitening': 1,
+    'whitening_eps': 0.0,
     'batch_size': 0, 'eval_batch_size': -1, 'eval_flip': 0, 'eval_translate': 16,
     'num_epochs': 0, 'num_train_steps': 0, 'schedule_epochs': -1, 'optimizer': 'lion',
     'learning_rate': 0.0, 'schedule': 'step', 'warmup_fraction': 1.0,

@@ -199,7 +199,7 @@ def _initial_state(config, model, mesh, data, plan, checkpoints, meta, console):
                     f'{checkpoints.directory}')
     elif config.stem_whitening:  # a checkpoint holds its own
         state = train_state.whiten_layer(state, config.stem_whitening, data.train_images,
-                                         config.normalize)
+                                         config.normalize, config.whitening_eps)
     # A checkpoint at an epoch's end holds the finished epoch's sums: nothing of the next.
     mid_epoch = saved and int(state.step) % plan.steps_per_epoch
     return (jax.device_put(state, replicated),

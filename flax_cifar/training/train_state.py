@@ -61,10 +61,12 @@ def create_train_state(rng: jax.Array, model, tx: optax.GradientTransformation,
     return create(rng)
 
 
-def whiten_layer(state: TrainState, layer: str, train_images: jax.Array,
-                 normalization: str = 'mean_std') -> TrainState:
-    """The state with `layer`'s kernel whitened (config.stem_whitening), its average too."""
-    kernel = whitening.kernel_like(state.params[layer]['kernel'], train_images, normalization)
+def whiten_layer(state: TrainState, layer: str, train_images: jax.Array, normalization: str,
+                 eps: float) -> TrainState:
+    """The state with `layer`'s kernel whitened (config.stem_whitening, config.normalize,
+    config.whitening_eps), its average too."""
+    kernel = whitening.kernel_like(state.params[layer]['kernel'], train_images, normalization,
+                                   eps)
     state = state.replace(params=whitening.with_kernel(state.params, layer, kernel))
     if ema_of(state) is not None:  # a buffer of its own: the step donates both
         state = state.replace(ema={**state.ema, 'params': whitening.with_kernel(

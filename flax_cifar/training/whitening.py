@@ -4,8 +4,8 @@ The trick of KellerJordan's airbench (and of Page's fast ResNet before it): the 
 decorrelates the pixels of each patch, so the layers after it start from inputs whose
 directions all have unit variance instead of a few strong colour and brightness directions.
 Its kernel holds the top eigenvectors of the training patches' covariance, each scaled by
-1 / sqrt(eigenvalue + EPS) and paired with its negative, so the ReLU after it drops no
-direction. The optimizer leaves it alone (optim.frozen_patterns).
+1 / sqrt(eigenvalue + eps) (config.whitening_eps) and paired with its negative, so the
+ReLU after it drops no direction. The optimizer leaves it alone (optim.frozen_patterns).
 """
 import functools
 
@@ -16,7 +16,6 @@ from jax import lax
 from flax_cifar.data import types
 from flax_cifar.errors import InputError
 
-EPS = 5e-4          # airbench's: keeps the weakest directions from being scaled up to noise
 NUM_IMAGES = 5000   # training images whose patches estimate the covariance
 CHUNK = 500         # images per slice of the estimate: patches of 5000 take ~0.5 GB at once
 
@@ -41,10 +40,10 @@ def patch_covariance(images: jax.Array, patch_shape: tuple[int, int]) -> jax.Arr
     return lax.map(chunk_sums, chunks).sum(0) / (usable * positions)
 
 
-def whitening_kernel(images: jax.Array, kernel_shape: tuple[int, ...]) -> jax.Array:
+def whitening_kernel(images: jax.Array, kernel_shape: tuple[int, ...], eps: float) -> jax.Array:
     """An HWIO kernel (undilated) of `kernel_shape` whose outputs on the patches of
     normalized `images` are white: the top features/2 eigenvectors of their covariance,
-    scaled, and their negatives."""
+    scaled by 1 / sqrt(eigenvalue + eps), and their negatives."""
     height, width, channels, features = kernel_shape
     patch_size = height * width * channels
     if features % 2 or features // 2 > patch_size:
@@ -54,17 +53,17 @@ def whitening_kernel(images: jax.Array, kernel_shape: tuple[int, ...]) -> jax.Ar
     covariance = patch_covariance(images, (height, width))
     eigenvalues, eigenvectors = jnp.linalg.eigh(covariance)  # ascending
     top = slice(patch_size - features // 2, None)
-    scaled = (eigenvectors[:, top] / jnp.sqrt(eigenvalues[top] + EPS))[:, ::-1]
+    scaled = (eigenvectors[:, top] / jnp.sqrt(eigenvalues[top] + eps))[:, ::-1]
     return jnp.concatenate([scaled, -scaled], axis=1).reshape(kernel_shape)
 
 
 @functools.partial(jax.jit, static_argnames='normalization')
-def kernel_like(kernel: jax.Array, train_images: jax.Array,
-                normalization: str = 'mean_std') -> jax.Array:
+def kernel_like(kernel: jax.Array, train_images: jax.Array, normalization: str,
+                eps: float) -> jax.Array:
     """A whitening kernel shaped as `kernel`, from the first NUM_IMAGES rows of the uint8
     training images as the network sees them: every process computes the same one."""
     return whitening_kernel(types.normalize(train_images[:NUM_IMAGES], normalization),
-                            kernel.shape).astype(kernel.dtype)
+                            kernel.shape, eps).astype(kernel.dtype)
 
 
 def with_kernel(params: dict, layer: str, kernel: jax.Array) -> dict:
