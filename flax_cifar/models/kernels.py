@@ -95,8 +95,8 @@ def _shifted_depthwise_cpu_fwd(x, kernel, stride, dilation):
 
 def _depthwise_input_gradient(x, kernel, stride: int, dilation: int, grad):
     """At stride 1, itself a shifted depthwise conv: the gradient, padded by the kernel's
-    reach, against the kernel turned 180 degrees (one fused loop, where autodiff pads and adds
-    k*k arrays: 7x7 kernels' gradients took most of tiniest's step, docs/speed.md)."""
+    reach, against the kernel turned 180 degrees. One fused loop, where autodiff pads and adds
+    k*k arrays: half the time for tiniest's 7x7 kernels (docs/speed.md)."""
     if stride != 1:
         _, input_vjp = jax.vjp(lambda x: _shifted_depthwise(x, kernel, stride, dilation), x)
         return input_vjp(grad)[0]
