@@ -204,15 +204,18 @@ def test_depthwise_gradient_over_a_batch_its_chunks_do_not_divide(kernel, stride
     assert_same_layer(shifted, reference, x, grad_atol=1e-4)
 
 
-def test_pointwise_conv_equals_a_1x1_nn_conv():
-    x = jax.random.normal(jax.random.key(0), (2, 5, 5, 6))
+@pytest.mark.parametrize('shape', [(2, 5, 5, 6), (4, 3, 3, 6)])  # 50 rows: blocks padded; 36
+def test_pointwise_conv_equals_a_1x1_nn_conv(shape):
+    x = jax.random.normal(jax.random.key(0), shape)
     reference = nn.Conv(4, (1, 1), use_bias=False)
     pointwise = kernels.PointwiseConv(4)
     params = assert_same_layer(pointwise, reference, x, grad_atol=1e-5)
     loss = lambda module, params, x: jnp.sum(jnp.sin(module.apply(params, x)))
-    # The kernel's gradient is a matrix product, not a convolution over the batch.
-    kernel_grad = jax.make_jaxpr(jax.grad(lambda p: loss(pointwise, p, x)))(params)
-    assert 'dot_general' in str(kernel_grad)
+    # The kernel's gradient is matrix products over blocks of pixels (a batch dimension),
+    # not a convolution over the batch.
+    kernel_grad = str(jax.make_jaxpr(jax.grad(lambda p: loss(pointwise, p, x)))(params))
+    blocks = kernels.POINTWISE_GRADIENT_BLOCKS
+    assert f'f32[{blocks},6,4] = dot_general' in kernel_grad
 
 
 @pytest.mark.parametrize('shape, window', [((2, 8, 8, 3), 2), ((1, 9, 6, 2), 3), ((1, 7, 7, 2), 2)])
@@ -223,8 +226,35 @@ def test_max_pool_equals_nn_max_pool_with_its_gradient(shape, window):
     assert jnp.array_equal(pool.apply({}, x), reference(x))
     grad = jax.grad(lambda x: jnp.sum(jnp.sin(pool.apply({}, x))))(x)
     assert jnp.array_equal(grad, jax.grad(lambda x: jnp.sum(jnp.sin(reference(x))))(x))
-    # A reshape and a max, a ragged edge cropped first: never XLA's slow select-and-scatter.
+    # Strided slices and a max, a ragged edge dropped: never XLA's slow select-and-scatter.
     assert 'reduce_window' not in str(jax.make_jaxpr(lambda x: pool.apply({}, x))(x))
+    # The backward pass keeps which taps were the maxima, bits per output, not the input.
+    residuals = jax.tree.leaves(jax.vjp(lambda x: pool.apply({}, x), x)[1])
+    assert not [r for r in residuals if getattr(r, 'shape', None) == x.shape]
+    bits = jnp.uint8 if window == 2 else jnp.uint16  # a bit per tap
+    assert [r.dtype for r in residuals if r.shape == reference(x).shape] == [bits]
+
+
+@pytest.mark.parametrize('shape, window', [((2, 6, 6, 3), 2), ((1, 7, 8, 2), 2), ((1, 9, 7, 2), 3)])
+def test_max_pool_splits_the_gradient_among_ties_as_jnp_max_does(shape, window):
+    """Rounded inputs tie within many windows (some all four taps); the gradient of each
+    window's maximum is shared equally by its ties, as autodiff of a reshape and max gives."""
+    x = jnp.round(jax.random.normal(jax.random.key(0), shape))
+    n, h, w, c = shape
+    rows, cols = h // window, w // window
+
+    def reference(x):
+        cropped = x[:, :rows * window, :cols * window]
+        return cropped.reshape(n, rows, window, cols, window, c).max(axis=(2, 4))
+
+    pool = layers.Pool('max', window, window)
+    assert jnp.array_equal(pool.apply({}, x), reference(x))
+    weights = jax.random.normal(jax.random.key(1), (n, rows, cols, c))
+    grad = jax.grad(lambda x: jnp.sum(weights * pool.apply({}, x)))(x)
+    expected = jax.grad(lambda x: jnp.sum(weights * reference(x)))(x)
+    np.testing.assert_allclose(grad, expected, rtol=1e-6)
+    assert float(jnp.sum((grad != 0) & (grad != expected))) == 0
+    assert int(jnp.sum(grad != 0)) > n * rows * cols * c  # ties did occur
 
 
 def test_depthwise_implementation_is_a_model_argument():

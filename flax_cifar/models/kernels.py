@@ -1,7 +1,7 @@
-"""Convolutions computed the way the CPU (and GPU) trains them fastest, with the parameters,
-outputs and gradients of Flax's own: a 1x1 conv whose kernel gradient is one matrix product, a
-depthwise conv as shifted multiply-adds, a strided conv over the rows it reads.
-Measurements: docs/speed.md.
+"""Convolutions and pools computed the way the CPU (and GPU) trains them fastest, with the
+parameters, outputs and gradients of Flax's own: a 1x1 conv whose kernel gradient is a batch of
+matrix products, a depthwise conv as shifted multiply-adds, a strided conv over the rows it
+reads, a tiling max pool that keeps which inputs were the maxima. Measurements: docs/speed.md.
 """
 import functools
 from typing import Any
@@ -27,11 +27,28 @@ def _pointwise_fwd(x, kernel):
     return _conv_1x1(x, kernel), (x, kernel)
 
 
+# Row blocks the CPU sums a 1x1 conv's kernel gradient over (see _pointwise_bwd).
+POINTWISE_GRADIENT_BLOCKS = 4
+
+
+def _pointwise_kernel_gradient(x, grad, blocks: int):
+    """sum over pixels of x^T grad, as `blocks` matrix products over blocks of pixels summed:
+    one product over all pixels (hundreds of thousands of rows) ran 3-5x slower on XLA:CPU,
+    which transposes both operands first (docs/speed.md)."""
+    rows = x.shape[0] * x.shape[1] * x.shape[2]
+    pad = -rows % blocks  # zero rows add nothing
+    x, grad = (jnp.pad(t.reshape(rows, -1), ((0, pad), (0, 0))).reshape(blocks, -1, t.shape[-1])
+               for t in (x, grad))
+    return jnp.einsum('bpc,bpd->bcd', x, grad).sum(0)
+
+
 def _pointwise_bwd(residuals, grad):
-    """The input's gradient as autodiff gives it; the kernel's as one matrix product."""
+    """The input's gradient as autodiff gives it; the kernel's as matrix products, in row
+    blocks on CPU (elsewhere one product)."""
     x, kernel = residuals
     _, input_vjp = jax.vjp(lambda x: _conv_1x1(x, kernel), x)
-    kernel_grad = jnp.einsum('nhwc,nhwd->cd', x, grad)[None, None]
+    blocks = POINTWISE_GRADIENT_BLOCKS if jax.default_backend() == 'cpu' else 1
+    kernel_grad = _pointwise_kernel_gradient(x, grad, blocks)[None, None]
     return input_vjp(grad)[0], kernel_grad.astype(kernel.dtype)
 
 
@@ -43,9 +60,9 @@ class PointwiseConv(nn.Module):
     (`kernel`, shape (1, 1, in, features), same init) and the same outputs and gradients.
 
     The forward pass and the input's gradient are XLA's convolution, as in `nn.Conv`; the
-    kernel's gradient is a matrix product over all pixels (`_pointwise_bwd`), which XLA's
-    CPU backend computes far faster than the convolution over the batch it otherwise emits.
-    Dots both ways were slower for the whole network (docs/speed.md).
+    kernel's gradient is a sum of matrix products over blocks of pixels (`_pointwise_bwd`),
+    which XLA's CPU backend computes far faster than the convolution over the batch it
+    otherwise emits. Dots both ways were slower for the whole network (docs/speed.md).
     """
     features: int
     dtype: Any = jnp.float32
@@ -237,3 +254,56 @@ class GroupedConv(nn.Module):
         weights = kernel.reshape(k * k, channels // g, g, self.features // g)
         y = jnp.einsum('nhwtgc,tcgo->nhwgo', taps, weights).reshape(n, h, w, self.features)
         return y + bias.astype(self.dtype)
+
+
+
+def _pool_taps(x, window: int) -> list:
+    """Tap (a, b) of every non-overlapping window x window tile of x, one strided slice per
+    tap; a ragged edge is left out. Slices, not a reshape: reshaping a cropped array copies it
+    first (4x the forward's time at 31x31)."""
+    n, h, w, c = x.shape
+    rows, cols = h // window, w // window
+    return [jax.lax.slice(x, (0, a, b, 0), (n, a + (rows - 1) * window + 1,
+                                            b + (cols - 1) * window + 1, c),
+                          (1, window, window, 1))
+            for a in range(window) for b in range(window)]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def max_pool_tiles(x, window: int):
+    """Max over the non-overlapping window x window tiles of x; a ragged edge is dropped.
+
+    Autodiff keeps x for the backward pass and recomputes which taps were the maxima from
+    it, in several full-size passes; this keeps one byte (or two) per output, the taps that
+    equal the maximum as bits, and routes the gradient to them in one pass, split among
+    ties as `jnp.max`'s gradient splits it (docs/speed.md).
+    """
+    return functools.reduce(jnp.maximum, _pool_taps(x, window))
+
+
+def _max_pool_tiles_fwd(x, window):
+    taps = _pool_taps(x, window)
+    y = functools.reduce(jnp.maximum, taps)
+    bits = jnp.uint8 if len(taps) <= 8 else jnp.uint16 if len(taps) <= 16 else jnp.uint32
+    maxima = sum((tap == y).astype(bits) << k for k, tap in enumerate(taps))
+    return y, (maxima, x.shape)
+
+
+def _max_pool_tiles_bwd(window, residuals, grad):
+    """Each tap's share of the gradient, spread back to its input positions by interior
+    padding (zeros between, the ragged edge after): XLA fuses the sum into one loop."""
+    maxima, (_, h, w, _) = residuals
+    share = grad / jax.lax.population_count(maxima).astype(grad.dtype)
+    rows, cols = grad.shape[1:3]
+    zero = jnp.zeros((), grad.dtype)
+    spread = []
+    for k in range(window * window):
+        a, b = divmod(k, window)
+        tap = jnp.where((maxima >> k) & 1 == 1, share, zero)
+        spread.append(jax.lax.pad(tap, zero, (
+            (0, 0, 0), (a, h - a - (rows - 1) * window - 1, window - 1),
+            (b, w - b - (cols - 1) * window - 1, window - 1), (0, 0, 0))))
+    return (sum(spread),)
+
+
+max_pool_tiles.defvjp(_max_pool_tiles_fwd, _max_pool_tiles_bwd)

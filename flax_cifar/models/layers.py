@@ -8,7 +8,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from flax_cifar.models.kernels import DepthwiseConv, PointwiseConv, SubsampledConv
+from flax_cifar.models.kernels import (
+    DepthwiseConv,
+    PointwiseConv,
+    SubsampledConv,
+    max_pool_tiles,
+)
 
 # PyTorch's BatchNorm2d defaults (momentum 0.1 there is 0.9 here), as the seed used.
 BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
@@ -46,10 +51,10 @@ class Dropout(nn.Module):
 class Pool(nn.Module):
     """Average or max pooling as a module, so that it shows in the summary and the RF.
 
-    Max pooling over non-overlapping windows is computed as a reshape and a max: the same
-    outputs, and a backward pass that XLA fuses into elementwise work, where `nn.max_pool`'s
-    select-and-scatter is many times its forward on CPU (docs/speed.md). Only exact ties
-    differ: their gradient is split between them instead of going to one.
+    Max pooling over non-overlapping windows is `kernels.max_pool_tiles`: the same outputs,
+    and a backward pass of one elementwise loop, where `nn.max_pool`'s select-and-scatter is
+    many times its forward on CPU (docs/speed.md). Only exact ties differ: their gradient is
+    split between them instead of going to one.
     """
     kind: str  # 'avg' or 'max'
     window: int
@@ -58,11 +63,9 @@ class Pool(nn.Module):
     include_pad: bool = False  # an average over the padding's zeros too (PyTorch's default)
 
     def __call__(self, x):
-        n, h, w, c = x.shape
         k, p = self.window, self.padding
         if self.kind == 'max' and self.stride == k and not p:  # a ragged edge is dropped
-            x = x[:, :h - h % k, :w - w % k]
-            return x.reshape(n, h // k, k, w // k, k, c).max(axis=(2, 4))
+            return max_pool_tiles(x, k)
         # Keywords, as exporters that patch these functions (jax2onnx) expect them.
         pool = nn.avg_pool if self.kind == 'avg' else nn.max_pool
         extra = {'count_include_pad': self.include_pad} if self.kind == 'avg' else {}
