@@ -14,6 +14,8 @@ import traceback
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from flax_cifar import allocator
+
 FLAGS = flags.FLAGS
 flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'predict', 'export'],
                   'train (resuming from the workdir), evaluate a checkpoint on the test split, '
@@ -147,4 +149,5 @@ def _exit_job(message: str):
 
 
 if __name__ == '__main__':
+    allocator.reexec()  # a malloc that keeps freed memory, set before JAX loads (its docstring)
     app.run(main, flags_parser=parse_flags)

@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from flax_cifar import allocator
 from flax_cifar.models import summary
 from flax_cifar.training import train_state  # noqa: E402
 
@@ -101,5 +102,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+    allocator.reexec()  # as main.py trains: flax_cifar/allocator.py
     flags.mark_flags_as_required(['config'])
     app.run(main)

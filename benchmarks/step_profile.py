@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from benchmarks import step_breakdown  # noqa: E402  (its --config and --steps flags)
-from flax_cifar import models, xla_options
+from flax_cifar import allocator, models, xla_options
 from flax_cifar.training import step as step_lib
 
 FLAGS = flags.FLAGS
@@ -132,5 +132,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+    allocator.reexec()  # as main.py trains: flax_cifar/allocator.py
     flags.mark_flags_as_required(['config'])
     app.run(main)

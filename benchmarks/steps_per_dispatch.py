@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from flax_cifar import xla_options
+from flax_cifar import allocator, xla_options
 from flax_cifar.training import optim, train_state
 from flax_cifar.training import step as step_lib
 
@@ -80,5 +80,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+    allocator.reexec()  # as main.py trains: flax_cifar/allocator.py
     flags.mark_flags_as_required(['config'])
     app.run(main)

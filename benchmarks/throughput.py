@@ -36,7 +36,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from flax_cifar import validation, xla_options
+from flax_cifar import allocator, validation, xla_options
 from flax_cifar.data import host_data
 from flax_cifar.evaluation import evaluate, views
 from flax_cifar.models import kernels
@@ -162,5 +162,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+    allocator.reexec()  # as main.py trains: flax_cifar/allocator.py
     flags.mark_flags_as_required(['config'])
     app.run(main)
