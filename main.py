@@ -30,6 +30,10 @@ flags.DEFINE_string('workdir', None,
 flags.DEFINE_bool('one_view', False,
                   'export: models of one view per image (a fraction of the latency) instead of '
                   "the config's test-time views averaged, as evaluate and predict do.")
+flags.DEFINE_integer('precise_bn', 0,
+                     'evaluate: recompute the BatchNorm statistics of the evaluated weights over '
+                     'this many training batches (PreciseBN) and report both accuracies; 0: the '
+                     'stored statistics.', lower_bound=0)
 flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'],
                   'The checkpoint that evaluate and predict use: best test accuracy or latest.')
 config_flags.DEFINE_config_file('config', None, 'Training configuration file.',
@@ -66,10 +70,10 @@ def unknown_field_message(error: str, argv: list[str]) -> str:
 
 def usage_problem(argv: list[str]) -> str | None:
     """What is wrong with the flags and arguments for --mode, if anything."""
-    given = [name for name in ('config', 'workdir', 'exported', 'checkpoint', 'one_view')
-             if FLAGS[name].present]
+    given = [name for name in ('config', 'workdir', 'exported', 'checkpoint', 'one_view',
+                               'precise_bn') if FLAGS[name].present]
     allowed = {'train': {'config', 'workdir'},
-               'evaluate': {'config', 'workdir', 'checkpoint'},
+               'evaluate': {'config', 'workdir', 'checkpoint', 'precise_bn'},
                'predict': {'config', 'workdir', 'checkpoint', 'exported'},
                'export': {'config', 'workdir', 'checkpoint', 'one_view'}}[FLAGS.mode]
     extra = [f'--{name}' for name in given if name not in allowed]
@@ -121,7 +125,8 @@ def main(argv):
             train.train_and_evaluate(FLAGS.config, workdir_for(FLAGS['config']))
         elif FLAGS.mode == 'evaluate':
             from flax_cifar.evaluation import report
-            report.evaluate_checkpoint(workdir_for(FLAGS['config']), FLAGS.checkpoint, dataset)
+            report.evaluate_checkpoint(workdir_for(FLAGS['config']), FLAGS.checkpoint, dataset,
+                                       FLAGS.precise_bn)
         else:
             from flax_cifar import export
             workdir = workdir_for(FLAGS['config'])

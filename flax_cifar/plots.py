@@ -10,25 +10,25 @@ from etils import epath
 from flax_cifar.training import metric_writers
 
 
-def pyplot():
-    """matplotlib.pyplot drawing into files (Agg: training machines have no display), imported
-    when first drawn: runs that draw nothing (predict, a killed run) skip its import."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    return plt
+def figure(**kwargs):
+    """A matplotlib Figure of its own, no pyplot: it draws without a display or global
+    state, into a file or a notebook alike. matplotlib is imported when first drawn: runs
+    that draw nothing (predict, a killed run) skip its import."""
+    from matplotlib.figure import Figure
+    return Figure(**kwargs)
 
 
-def plot_curves(workdir: str) -> str | None:
-    """Writes <workdir>/curves.png from <workdir>/metrics.jsonl; its path, or None if there
-    is no finished epoch to plot."""
-    path = f'{workdir}/metrics.jsonl'
-    records = metric_writers.read_records(path) if epath.Path(path).exists() else []
-    if not records:
-        return None
+def save(fig, path: str, dpi: int = 110) -> str:
+    with epath.Path(path).open('wb') as f:  # local or gs://
+        fig.savefig(f, format='png', dpi=dpi)
+    return path
+
+
+def curves_figure(records: list[dict]):
+    """Loss, accuracy and learning rate per epoch from metrics.jsonl's records."""
     epochs = [r['epoch'] + 1 for r in records]
-    plt = pyplot()
-    fig, (loss, accuracy, rate) = plt.subplots(1, 3, figsize=(15, 4))
+    fig = figure(figsize=(15, 4))
+    loss, accuracy, rate = fig.subplots(1, 3)
     for split in ('train', 'test'):
         loss.plot(epochs, [r[f'{split}_loss'] for r in records], 'o-', label=split)
         accuracy.plot(epochs, [100 * r[f'{split}_accuracy'] for r in records], 'o-', label=split)
@@ -45,11 +45,17 @@ def plot_curves(workdir: str) -> str | None:
     loss.legend()
     accuracy.legend()
     fig.tight_layout()
-    path = f'{workdir}/curves.png'
-    with epath.Path(path).open('wb') as f:  # local or gs://
-        fig.savefig(f, format='png', dpi=110)
-    plt.close(fig)
-    return path
+    return fig
+
+
+def plot_curves(workdir: str) -> str | None:
+    """Writes <workdir>/curves.png from <workdir>/metrics.jsonl; its path, or None if there
+    is no finished epoch to plot."""
+    path = f'{workdir}/metrics.jsonl'
+    records = metric_writers.read_records(path) if epath.Path(path).exists() else []
+    if not records:
+        return None
+    return save(curves_figure(records), f'{workdir}/curves.png')
 
 
 if __name__ == '__main__':

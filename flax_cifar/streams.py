@@ -4,7 +4,8 @@ uninterrupted one."""
 import jax
 
 # Never renumbered: a stream's number is part of every run's draws.
-INIT, EPOCH_ORDER, AUGMENT, DROPOUT, CUTOUT, FLIP, ROTATE, SHARPEN, COLOR, MIXUP = range(10)
+(INIT, EPOCH_ORDER, AUGMENT, DROPOUT, CUTOUT, FLIP, ROTATE, SHARPEN, COLOR, MIXUP,
+ PRECISE_BN) = range(11)
 
 
 def key(seed: int, stream: int) -> jax.Array:

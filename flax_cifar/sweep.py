@@ -213,8 +213,8 @@ def plot_frontier(rows: list[dict], root: str) -> str | None:
     if not done:
         return None
     from flax_cifar import plots  # the sweep controller itself starts without matplotlib
-    plt = plots.pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    fig = plots.figure(figsize=(13, 5))
+    axes = fig.subplots(1, 2)
     for axis, key, label in ((axes[0], 'params', 'parameters'),
                              (axes[1], 'mean_minutes', 'training minutes (mean of seeds)')):
         for row in done:
@@ -228,7 +228,6 @@ def plot_frontier(rows: list[dict], root: str) -> str | None:
     path = storage.join(root, 'frontier.png')
     image = io.BytesIO()
     fig.savefig(image, format='png', dpi=110)
-    plt.close(fig)
     storage.write_atomic(path, image.getvalue())
     return path
 

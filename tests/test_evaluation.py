@@ -1,5 +1,6 @@
 import os
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +11,7 @@ from conftest import rgb_folder, write_image_folder
 from flax_cifar import plots
 from flax_cifar.data import types
 from flax_cifar.errors import InputError
-from flax_cifar.evaluation import inference, report, views
+from flax_cifar.evaluation import inference, precise_bn, report, views
 from flax_cifar.training import metric_writers, train
 
 
@@ -117,3 +118,52 @@ def test_the_reported_average_is_named_by_the_fields_that_made_it():
     config.ema_decay = 0.99
     assert report.evaluated_average(config) == (
         'Moving average of the weights (config.ema_decay=0.99)')
+
+
+def test_precise_bn_statistics_are_what_batchnorm_normalizes_a_batch_with():
+    """Over one batch, each BatchNorm's recomputed statistics are those it normalized with
+    in train mode (read back from its running-average update); over two batches, the first
+    layer's are the two batches' images pooled."""
+    config = smoke.get_config()
+    model = train.train_state.create_model(config, 3)
+    images = np.random.default_rng(0).integers(0, 256, (24, 32, 32, 3), dtype=np.uint8)
+    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    variables = {**variables, 'batch_stats': jax.tree.map(
+        lambda s: s + jax.random.uniform(jax.random.key(1), s.shape), variables['batch_stats'])}
+    key = jax.random.key(2)
+    stats = precise_bn.precise_batch_stats(model, variables, images, 1, 12, key)
+    rows = np.sort(np.asarray(jax.random.permutation(key, 24))[:12])
+    _, updated = model.apply(variables, types.normalize(images[rows]), train=True,
+                             mutable=['batch_stats'], rngs={'dropout': jax.random.key(0)})
+    momentum = 0.9  # layers.BatchNorm's: new = momentum * old + (1 - momentum) * batch
+    used = jax.tree.map(lambda new, old: (new - momentum * old) / (1 - momentum),
+                        updated['batch_stats'], variables['batch_stats'])
+    assert jax.tree.structure(stats) == jax.tree.structure(used)
+    for ours, theirs in zip(jax.tree.leaves(stats), jax.tree.leaves(used)):
+        np.testing.assert_allclose(ours, theirs, rtol=2e-3, atol=2e-4)
+    pooled = precise_bn.precise_batch_stats(model, variables, images, 2, 12, key)
+    first = pooled['stem_bn']  # the stem conv's output over all 24 images
+    conv = nn.Conv(8, (3, 3), padding=1, use_bias=False)  # DSResNet's stem_conv
+    outputs = conv.apply({'params': variables['params']['stem_conv']}, types.normalize(images))
+    outputs = np.asarray(outputs, np.float64).reshape(-1, 8)
+    np.testing.assert_allclose(first['mean'], outputs.mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(first['var'], outputs.var(0), rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.slow  # uses the trained workdir
+def test_evaluate_with_precise_bn_reports_both_statistics(trained, capsys):
+    workdir, _ = trained
+    stored = report.evaluate_checkpoint(workdir, 'best')
+    precise = report.evaluate_checkpoint(workdir, 'best', precise_bn_batches=3)
+    assert precise['stored_statistics_accuracy'] == pytest.approx(stored['accuracy'])
+    assert 'PreciseBN: BatchNorm statistics recomputed over 3 training batches of 8' in (
+        capsys.readouterr().out)
+    state, config, names, _ = inference.restore_for_inference(workdir, 'best')
+    recomputed = precise_bn.with_precise_stats(
+        state, train.train_state.create_model(config, len(names)),
+        np.zeros((24, 32, 32, 3), np.uint8), 3, 8, 0)
+    # The average's statistics change (the evaluated ones); the weights' own stay.
+    assert not jax.tree.all(jax.tree.map(jnp.array_equal, recomputed.ema['batch_stats'],
+                                         state.ema['batch_stats']))
+    assert jax.tree.all(jax.tree.map(jnp.array_equal, recomputed.batch_stats,
+                                     state.batch_stats))

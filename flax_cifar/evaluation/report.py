@@ -3,10 +3,10 @@ and its confusion matrix, printed and plotted into the workdir."""
 import os
 
 import numpy as np
-from etils import epath
 
 from flax_cifar import plots
 from flax_cifar.data import sources
+from flax_cifar.evaluation import precise_bn
 from flax_cifar.evaluation.inference import ViewLogits, restore_for_inference
 from flax_cifar.evaluation.views import test_time_views
 from flax_cifar.training import train_state
@@ -41,9 +41,9 @@ def evaluated_average(config) -> str:
     return f'Moving average of the weights (config.ema_decay={config.ema_decay})'
 
 
-def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: str, title: str):
-    plt = plots.pyplot()
-    fig, ax = plt.subplots(figsize=(7, 6))
+def confusion_figure(matrix: np.ndarray, class_names: list[str], title: str):
+    fig = plots.figure(figsize=(7, 6))
+    ax = fig.subplots()
     image = ax.imshow(matrix, cmap='Blues')
     ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha='right')
     ax.set_yticks(range(len(class_names)), class_names)
@@ -55,13 +55,24 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: str,
                 color='white' if v > matrix.max() / 2 else 'black')
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
-    with epath.Path(path).open('wb') as f:  # local or gs://
-        fig.savefig(f, format='png', dpi=120)
-    plt.close(fig)
+    return fig
 
 
-def evaluate_checkpoint(workdir: str, which: str = 'best', dataset: str | None = None) -> dict:
-    """Test loss, accuracy, per-class accuracy and confusion matrix of a saved checkpoint.
+def as_record(result: dict, class_names: list[str]) -> dict:
+    """evaluate_checkpoint's result as plain JSON values, classes named."""
+    return {'step': result['step'], 'accuracy': result['accuracy'], 'loss': result['loss'],
+            'views': dict(zip(('flip', 'translate'), result['views'])),
+            'view_accuracies': result['view_accuracies'],
+            'class_names': class_names,
+            'per_class_accuracy': dict(zip(class_names, result['per_class_accuracy'].tolist())),
+            'confusion_matrix': result['confusion_matrix'].tolist()}
+
+
+def evaluate_checkpoint(workdir: str, which: str = 'best', dataset: str | None = None,
+                        precise_bn_batches: int = 0) -> dict:
+    """Test loss, accuracy, per-class accuracy and confusion matrix of a saved checkpoint;
+    with precise_bn_batches, of its weights with BatchNorm statistics recomputed over that
+    many training batches (precise_bn.py), the stored statistics' accuracy beside it.
 
     Prints the table and writes `confusion_matrix_step<N>.png` into the workdir.
     """
@@ -73,7 +84,17 @@ def evaluate_checkpoint(workdir: str, which: str = 'best', dataset: str | None =
     # accuracies are reported beside it, as their effect on this checkpoint.
     views = test_time_views(config)
     flip, translate = views
-    test_logits = ViewLogits(state, test.images, config.eval_batch_size)
+    stored_accuracy = None
+    if precise_bn_batches:
+        stored = ViewLogits(state, test.images, config.eval_batch_size,
+                            normalization=config.normalize).log_probabilities(flip, translate)
+        stored_accuracy = float(np.mean(stored.argmax(-1) == test.labels))
+        train = sources.load_split(dataset, 'train', config.data_dir, config.data_cache_dir)
+        state = precise_bn.with_precise_stats(
+            state, train_state.create_model(config, len(class_names)), train.images,
+            precise_bn_batches, config.batch_size, config.seed, config.normalize)
+    test_logits = ViewLogits(state, test.images, config.eval_batch_size,
+                             normalization=config.normalize)
     log_probabilities = test_logits.log_probabilities(flip, translate)
     matrix = confusion_matrix(test.labels, log_probabilities.argmax(-1), len(class_names))
     count = len(test.labels)
@@ -84,6 +105,9 @@ def evaluate_checkpoint(workdir: str, which: str = 'best', dataset: str | None =
         name: float(np.mean(test_logits.log_probabilities(*other).argmax(-1) == test.labels))
         for name, other in VIEWS.items()}
     print(f'{which} checkpoint: step {step} of {workdir}')
+    if precise_bn_batches:
+        print(f'PreciseBN: BatchNorm statistics recomputed over {precise_bn_batches} training '
+              f'batches of {config.batch_size} (the stored ones: {100 * stored_accuracy:.2f}%)')
     print(f"Test set: Average loss: {result['loss']:.4f}, Accuracy: "
           f"{result['correct']}/{result['count']} ({100 * result['accuracy']:.2f}%)")
     print(f'Test-time views: configured flip={flip}, translate={translate} (config.eval_flip, '
@@ -91,15 +115,17 @@ def evaluate_checkpoint(workdir: str, which: str = 'best', dataset: str | None =
               f'{name}: {100 * accuracy:.2f}%' for name, accuracy in view_accuracies.items()))
     raw_accuracy = None
     if train_state.ema_of(state) is not None:
-        raw = ViewLogits(state, test.images, config.eval_batch_size,
-                         ema=False).log_probabilities(flip, translate)
+        raw = ViewLogits(state, test.images, config.eval_batch_size, ema=False,
+                         normalization=config.normalize).log_probabilities(flip, translate)
         raw_accuracy = float(np.mean(raw.argmax(-1) == test.labels))
         print(f'{evaluated_average(config)}; the weights themselves: {100 * raw_accuracy:.2f}%')
     print(format_report(matrix, class_names))
     path = os.path.join(workdir, f'confusion_matrix_step{step}.png')
-    plot_confusion_matrix(matrix, class_names, path,
-                          f"step {step}: {100 * result['accuracy']:.2f}% on {dataset}")
+    plots.save(confusion_figure(matrix, class_names,
+                                f"step {step}: {100 * result['accuracy']:.2f}% on {dataset}"),
+               path, dpi=120)
     print(f'Confusion matrix plot: {path}')
     return {**result, 'step': step, 'confusion_matrix': matrix, 'views': views,
             'view_accuracies': view_accuracies, 'without_ema_accuracy': raw_accuracy,
+            'stored_statistics_accuracy': stored_accuracy,
             'per_class_accuracy': matrix.diagonal() / np.maximum(matrix.sum(1), 1)}
