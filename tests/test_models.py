@@ -257,6 +257,24 @@ def test_max_pool_splits_the_gradient_among_ties_as_jnp_max_does(shape, window):
     assert int(jnp.sum(grad != 0)) > n * rows * cols * c  # ties did occur
 
 
+@pytest.mark.parametrize('group, stride, dilation, padding', [
+    (2, 1, 1, 1), (2, 1, 2, 2), (3, 2, 1, 1), (6, 1, 1, 0)])  # 6: one group, a dense 3x3
+def test_grouped_conv_as_depthwise_convs_equals_grouped_nn_conv(group, stride, dilation,
+                                                                padding):
+    x = jax.random.normal(jax.random.key(0), (3, 9, 9, 6))
+    reference = nn.Conv(6, (3, 3), strides=stride, padding=padding, kernel_dilation=dilation,
+                        feature_group_count=6 // group, use_bias=False)
+    shifted = kernels.DepthwiseConv((3, 3), stride, padding, dilation, implementation='shifts',
+                                    channels_per_group=group)
+    params = assert_same_layer(shifted, reference, x, grad_atol=1e-4)
+    assert params['params']['kernel'].shape == (3, 3, group, 6)
+    conv = kernels.DepthwiseConv((3, 3), stride, padding, dilation, implementation='conv',
+                                 channels_per_group=group)
+    np.testing.assert_allclose(conv.apply(params, x), reference.apply(params, x), atol=1e-5)
+    with pytest.raises(InputError, match='channels_per_group=4 does not divide the 6'):
+        kernels.DepthwiseConv(channels_per_group=4).init(jax.random.key(0), x)
+
+
 def test_depthwise_implementation_is_a_model_argument():
     """Both ways of computing a network's depthwise convs give the same network."""
     x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
@@ -325,6 +343,11 @@ def test_airnet_dirac_init_passes_its_input_through():
     assert float(jnp.abs(kernel[..., 4:]).sum()) > 0      # the rest stay random
     depthwise = init(jax.random.key(0), (3, 3, 1, 4))
     np.testing.assert_array_equal(depthwise[1, 1, 0], np.ones(4))
+    # Grouped, 2 channels a group: each output's centre tap on its own channel is 1, so a
+    # grouped conv (its other taps random) starts close to passing its input through.
+    grouped = layers.dirac_init(grouped=True)(jax.random.key(0), (3, 3, 2, 6))
+    np.testing.assert_array_equal(grouped[1, 1, np.arange(6) % 2, np.arange(6)], np.ones(6))
+    assert float(jnp.abs(grouped[1, 1, (np.arange(6) + 1) % 2, np.arange(6)]).sum()) > 0
 
 
 def test_airnet_options_change_what_they_name():
@@ -343,6 +366,39 @@ def test_airnet_options_change_what_they_name():
     assert 'depthwise' in hybrid['block2_conv1']                      # separable after them
     with pytest.raises(InputError, match="activation='tanh'"):
         airnet.AirNet(activation='tanh').init(jax.random.key(0), x)
+
+
+@pytest.mark.parametrize('layout, parameters, pooled', [
+    ({}, 192_544, [(15, 15, 64), (7, 7, 192), (3, 3, 256)]),
+    # Pooling after each block's second conv: the same parameters, blocks 2 and 3 at 15x15
+    # and 7x7 (the first conv of each at the size before).
+    ({'pool_after': (2, 2, 2)}, 192_544, [(15, 15, 64), (7, 7, 192), (3, 3, 256)]),
+    # Two channels a group in the undilated 3x3 kernels (block2_conv1, block3_conv1 and
+    # block3_conv2, dilation 1): 4,608 more weights.
+    ({'group_channels': 2}, 197_152, [(15, 15, 64), (7, 7, 192), (3, 3, 256)]),
+    ({'group_channels': 4, 'block_features': (64, 192, 240)}, 194_592,
+     [(15, 15, 64), (7, 7, 192), (3, 3, 240)]),
+])
+def test_airnet_layouts_and_their_parameter_counts(layout, parameters, pooled):
+    model = airnet.AirNet(**layout)
+    params = init_params(model)
+    assert models.param_count(params) == parameters
+    rows = models.layer_table(model)
+    assert [r.output_shape for r in rows if r.kind == 'Pool'] == pooled
+    group = layout.get('group_channels', 1)
+    assert params['block3_conv1']['depthwise']['kernel'].shape[2] == group
+    assert params['block2_conv2']['depthwise']['kernel'].shape[2] == 1  # dilated: depthwise
+    shapes = {r.path: r.output_shape for r in rows}
+    late = layout.get('pool_after') == (2, 2, 2)
+    assert shapes['block2_conv2/pointwise'] == ((15, 15, 192) if late else (7, 7, 192))
+
+
+def test_airnet_pool_position_is_checked():
+    x = jnp.ones((1, 32, 32, 3))
+    with pytest.raises(InputError, match=r'pool_after=\(1, 3, 1\) must name one conv'):
+        airnet.AirNet(pool_after=(1, 3, 1)).init(jax.random.key(0), x)
+    with pytest.raises(InputError, match='residual=True .* needs pool_after=1'):
+        airnet.AirNet(pool_after=(2, 2, 2), residual=True).init(jax.random.key(0), x)
 
 
 def test_max_pool_of_an_odd_size_drops_the_ragged_edge_as_valid_does():

@@ -17,17 +17,21 @@ class AirNet(Network):
     """airbench's layout, made depthwise-separable and dilated, for under 200k parameters.
 
     A frozen 2x2 patch-whitening conv (config.stem_whitening), then one block per width:
-    conv -> 2x2 max pool -> BN -> act, then `depth - 1` more conv -> BN -> act, dilated.
-    Every conv is depthwise-separable (a depthwise 3x3 and a pointwise 1x1) except the first
-    `dense_convs`, dense 3x3 convs where the resolution is high and channels few. A final
-    max pool over what is left, a dense classifier scaled by `head_scale` (airbench: 1/9,
-    logits that start small keep the high learning rate stable).
+    `depth` convs, conv -> BN -> act, all but the first dilated, a 2x2 max pool after conv
+    `pool_after` (airbench: the first, before its BN). Every conv is depthwise-separable (a
+    depthwise 3x3 and a pointwise 1x1) except the first `dense_convs`, dense 3x3 convs where
+    the resolution is high and channels few; `group_channels` > 1 makes the undilated 3x3
+    kernels grouped, that many channels a group (the dilated stay depthwise). A final max
+    pool over what is left, a dense classifier scaled by `head_scale` (airbench: 1/9, logits
+    that start small keep the high learning rate stable).
     """
     whiten_kernel: int = 2
     whiten_features: int = 24       # twice the patch's 2*2*3 entries: every direction, +/-
     block_features: Sequence[int] = (64, 192, 256)
     block_depths: Sequence[int] = (2, 2, 2)        # convs per block, the first one pools
     block_dilations: Sequence[int] = (2, 2, 1)     # of each block's convs after the first
+    pool_after: Sequence[int] = (1, 1, 1)          # each block pools after this conv (1-based)
+    group_channels: int = 1         # channels per group of the undilated 3x3 kernels
     dense_convs: int = 1            # the first N convs (in order) dense, not separable
     depthwise: bool = True          # feature_group_count=in_features in the separable convs
     residual: bool = False          # x + conv(x) around the convs after each block's first
@@ -51,6 +55,14 @@ class AirNet(Network):
         act = ACTIVATIONS[self.activation]
         base = INITS[self.weight_init]
         init = dirac_init(base) if self.dirac else base
+        spatial_init = dirac_init(base, grouped=True) if self.dirac else base
+        if len(self.pool_after) < len(self.block_depths) or not all(
+                1 <= p <= d for p, d in zip(self.pool_after, self.block_depths)):
+            raise InputError(f'config.model_args.pool_after={tuple(self.pool_after)} must name '
+                             f'one conv of each block (depths {tuple(self.block_depths)})')
+        if self.residual and any(p > 1 for p in self.pool_after):
+            raise InputError('config.model_args.residual=True adds each conv after the first '
+                             'to its input: it needs pool_after=1 in every block')
         norm = functools.partial(nn.BatchNorm, use_running_average=not train,
                                  epsilon=self.bn_epsilon,
                                  momentum=self.bn_momentum, use_scale=self.bn_scale,
@@ -71,8 +83,10 @@ class AirNet(Network):
                     y = SeparableConv(features, d, padding=d, depthwise=self.depthwise,
                                       dtype=self.dtype,
                                       implementation=self.depthwise_implementation,
-                                      kernel_init=init, name=name)(x)
-                if c == 0:
+                                      kernel_init=init, spatial_init=spatial_init,
+                                      channels_per_group=self.group_channels if d == 1 else 1,
+                                      name=name)(x)
+                if c + 1 == self.pool_after[b]:
                     y = Pool('max', 2, 2, name=f'block{b + 1}_pool')(y)
                 y = act(norm(name=f'{name}_bn')(y))
                 x = x + y if self.residual and c > 0 else y

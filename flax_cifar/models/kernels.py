@@ -145,9 +145,31 @@ def _shifted_depthwise_cpu_bwd(stride, dilation, residuals, grad):
 _shifted_depthwise_cpu.defvjp(_shifted_depthwise_cpu_fwd, _shifted_depthwise_cpu_bwd)
 
 
+def _rotated_within_groups(x, group: int, shift: int):
+    """x with each group of `group` consecutive channels rotated by `shift`: channel r of a
+    group takes the group's channel (r + shift) % group."""
+    return jnp.roll(x.reshape(*x.shape[:-1], -1, group), -shift, axis=-1).reshape(x.shape)
+
+
+def _grouped_as_depthwise(depthwise, x, kernel):
+    """A grouped conv, kernel (k, k, g, C) as nn.Conv holds it for g channels per group, as
+    g depthwise convs: output channel o = G*g + r sums input channel G*g + (r + j) % g against
+    kernel[:, :, (r + j) % g, o], over j; each j is a depthwise conv of x rotated within its
+    groups by j."""
+    group, channels = kernel.shape[2:]
+    if group == 1:
+        return depthwise(x, kernel)
+    taps = (jnp.arange(channels) % group)[None, None, None, :]
+    return sum(depthwise(_rotated_within_groups(x, group, j),
+                         jnp.take_along_axis(kernel, (taps + j) % group, axis=2))
+               for j in range(group))
+
+
 class DepthwiseConv(nn.Module):
     """A depthwise conv: `nn.Conv(C, (k, k), feature_group_count=C)` with the same parameter
-    (`kernel`, shape (k, k, 1, C), same init) and the same outputs and gradients.
+    (`kernel`, shape (k, k, 1, C), same init) and the same outputs and gradients; with
+    `channels_per_group` g > 1, the grouped conv `nn.Conv(C, (k, k), feature_group_count=C/g)`
+    (kernel (k, k, g, C)), computed as g depthwise convs (`_grouped_as_depthwise`).
 
     XLA's grouped convolution is slow on CPU and GPU (jax-ml/jax issues 13800, 23713, 26266;
     docs/speed.md), so there it is computed
@@ -165,14 +187,18 @@ class DepthwiseConv(nn.Module):
     dtype: Any = jnp.float32
     implementation: str = 'auto'  # 'auto' (by backend), 'shifts' or 'conv'
     kernel_init: Any = nn.initializers.lecun_normal()
+    channels_per_group: int = 1   # 1: depthwise
 
     @nn.compact
     def __call__(self, x):
         if self.implementation not in IMPLEMENTATIONS:
             raise InputError(f'depthwise_implementation={self.implementation!r} is not one of '
                              f'{IMPLEMENTATIONS}')
-        channels = x.shape[-1]
-        kernel = self.param('kernel', self.kernel_init, (*self.kernel_size, 1, channels),
+        channels, group = x.shape[-1], self.channels_per_group
+        if group < 1 or channels % group:
+            raise InputError(f'channels_per_group={group} does not divide the {channels} '
+                             f'channels of {self.name}')
+        kernel = self.param('kernel', self.kernel_init, (*self.kernel_size, group, channels),
                             jnp.float32)
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
         backend = jax.default_backend()
@@ -181,14 +207,15 @@ class DepthwiseConv(nn.Module):
         if not use_shifts:
             return SubsampledConv()(
                 x, kernel, (self.strides,) * 2, [(self.padding, self.padding)] * 2,
-                rhs_dilation=(self.kernel_dilation,) * 2, feature_group_count=channels,
+                rhs_dilation=(self.kernel_dilation,) * 2, feature_group_count=channels // group,
                 dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
         p, stride, dilation = self.padding, self.strides, self.kernel_dilation
         x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
         if reads_every_stride_th_row((stride,) * 2, (dilation,) * 2):  # as SubsampledConv
             x, stride, dilation = x[:, ::stride, ::stride], 1, dilation // stride
         shifted = _shifted_depthwise_cpu if backend == 'cpu' else _shifted_depthwise
-        return shifted(x, kernel, stride, dilation)
+        return _grouped_as_depthwise(lambda x, kernel: shifted(x, kernel, stride, dilation),
+                                     x, kernel)
 
 
 def reads_every_stride_th_row(strides, dilation) -> bool:

@@ -87,13 +87,16 @@ class SeparableConv(nn.Module):
     dtype: Any = jnp.float32
     implementation: str = 'auto'  # DepthwiseConv's: 'auto', 'shifts' or 'conv'
     kernel_init: Any = nn.initializers.lecun_normal()
+    channels_per_group: int = 1   # of the 3x3 conv where depthwise (1: true depthwise)
+    spatial_init: Any = None      # the 3x3 kernel's initializer (None: kernel_init)
 
     @nn.compact
     def __call__(self, x):
         in_features = x.shape[-1]
         if self.depthwise:
             x = DepthwiseConv((3, 3), self.stride, self.padding, self.dilation, self.dtype,
-                              self.implementation, self.kernel_init, name='depthwise')(x)
+                              self.implementation, self.spatial_init or self.kernel_init,
+                              self.channels_per_group, name='depthwise')(x)
         else:
             x = nn.Conv(in_features, (3, 3), strides=self.stride, padding=self.padding,
                         kernel_dilation=self.dilation, use_bias=False, dtype=self.dtype,
@@ -143,15 +146,17 @@ def tanhexp(x):
 ACTIVATIONS = {'relu': nn.relu, 'gelu': nn.gelu, 'tanhexp': tanhexp}
 
 
-def dirac_init(base=nn.initializers.lecun_normal()):
+def dirac_init(base=nn.initializers.lecun_normal(), grouped: bool = False):
     """`base`, with the first min(in, out) filters made the identity (airbench's dirac
     init): each conv starts close to passing its input through, a residual without the
-    shortcut. A depthwise kernel (HWIO with I=1) keeps its random taps around a centre of 1."""
+    shortcut. A depthwise kernel (HWIO with I=1), or with `grouped` one of I channels per
+    group, keeps its random taps around a centre of 1 on each output's own channel."""
     def init(key, shape, dtype=jnp.float32):
         kernel = base(key, shape, dtype)
         height, width, inputs, outputs = shape
-        if inputs == 1:
-            return kernel.at[height // 2, width // 2].set(1.0)
+        if grouped or inputs == 1:
+            own = jnp.arange(outputs)
+            return kernel.at[height // 2, width // 2, own % inputs, own].set(1.0)
         n = jnp.arange(min(inputs, outputs))
         return kernel.at[:, :, :, n].set(0.0).at[height // 2, width // 2, n, n].set(1.0)
     return init
