@@ -3,8 +3,6 @@
 Writes `curves.png` (loss, accuracy and learning rate per epoch) into the workdir; training
 also does this at its end.
 """
-import sys
-
 from etils import epath
 
 from flax_cifar.training import metric_writers
@@ -58,7 +56,15 @@ def plot_curves(workdir: str) -> str | None:
     return save(curves_figure(records), f'{workdir}/curves.png')
 
 
+def main(argv=None):
+    import argparse
+    parser = argparse.ArgumentParser(prog='python -m flax_cifar.plots',
+                                     description='Writes WORKDIR/curves.png from its '
+                                                 'metrics.jsonl.')
+    parser.add_argument('workdir')
+    workdir = parser.parse_args(argv).workdir
+    print(plot_curves(workdir) or f'{workdir}: no finished epoch in metrics.jsonl')
+
+
 if __name__ == '__main__':
-    if len(sys.argv) != 2:
-        sys.exit('usage: python -m flax_cifar.plots WORKDIR')
-    print(plot_curves(sys.argv[1]) or f'{sys.argv[1]}: no finished epoch in metrics.jsonl')
+    main()

@@ -6,8 +6,11 @@ int8 LiteRT model with export.json, measured on the test split.
 
 DESTINATION then serves `--mode=evaluate`, `--mode=predict` and `--mode=export` as a workdir
 does, and `--mode=predict --exported DESTINATION/model_int8.tflite`. fingerprint.json holds
-the float model's log-probabilities of a few generated images, for tests to check against.
+the float model's log-probabilities of a few generated images, for tests to check against;
+metrics.jsonl the run's epochs and evaluation.json `--mode=evaluate`'s record of the shipped
+checkpoint (per class, confusion matrix, every test-time view), for readers without the data.
 """
+import argparse
 import json
 import os
 import shutil
@@ -18,10 +21,12 @@ from etils import epath
 
 from flax_cifar import export
 from flax_cifar.errors import InputError
-from flax_cifar.evaluation import inference
+from flax_cifar.evaluation import inference, report
 from flax_cifar.training import checkpointing, metric_writers
 
 FINGERPRINT = 'fingerprint.json'
+EVALUATION = 'evaluation.json'
+METRICS = 'metrics.jsonl'
 
 
 def fingerprint_images(count: int = 8) -> np.ndarray:
@@ -42,18 +47,25 @@ def ship(workdir: str, destination: str, dataset: str, which: str = 'best') -> d
     config.dataset, config.data_dir, config.data_cache_dir = 'cifar10', None, None
     checkpoints = checkpointing.Checkpoints(destination, keep=1)
     # The source's test accuracy at that step, so that the step is also the folder's 'best'.
-    accuracy = next(r['test_accuracy'] for r in metric_writers.read_records(
-        os.path.join(workdir, 'metrics.jsonl')) if r.get('step') == step)
+    metrics = os.path.join(workdir, METRICS)
+    accuracy = next(r['test_accuracy'] for r in metric_writers.read_records(metrics)
+                    if r.get('step') == step)
     checkpoints.save(step, state, checkpointing.run_meta(config, class_names), accuracy)
     checkpoints.close()
     for marker in epath.Path(destination, 'checkpoints').glob(f'**/{checkpointing.COMMIT_MARKER}'):
         marker.write_text('Checkpoint commit was successful')  # not this machine's path
-    report = export.export(destination, dataset=dataset)
+    exported = export.export(destination, dataset=dataset)
     out = os.path.join(destination, 'export')
     shutil.move(os.path.join(out, export.INT8_TFLITE), destination)
-    report['models'] = {export.INT8_TFLITE: report['models'][export.INT8_TFLITE]}
-    epath.Path(destination, export.INFO).write_text(json.dumps(report, indent=1))
+    exported['models'] = {export.INT8_TFLITE: exported['models'][export.INT8_TFLITE]}
+    epath.Path(destination, export.INFO).write_text(json.dumps(exported, indent=1))
     shutil.rmtree(out)
+    shutil.copyfile(metrics, os.path.join(destination, METRICS))
+    evaluation = report.evaluate_checkpoint(destination, 'best', dataset)
+    for plot in epath.Path(destination).glob('confusion_matrix_*.png'):
+        plot.unlink()  # the record holds the matrix; evaluate draws it again
+    epath.Path(destination, EVALUATION).write_text(json.dumps(
+        report.as_record(evaluation, class_names), indent=1))
     images = fingerprint_images()
     epath.Path(destination, FINGERPRINT).write_text(json.dumps({
         'images': 'flax_cifar.ship.fingerprint_images()',
@@ -61,14 +73,22 @@ def ship(workdir: str, destination: str, dataset: str, which: str = 'best') -> d
                                       6).tolist(),
         'int8_classes': export.Runtime(os.path.join(destination, export.INT8_TFLITE))
         .scores(images).argmax(-1).tolist()}, indent=1))
-    return report
+    return exported
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog='python -m flax_cifar.ship',
+                                     description=__doc__.split('\n')[0])
+    parser.add_argument('workdir', help='the trained run')
+    parser.add_argument('destination', help='a new folder')
+    parser.add_argument('--dataset', required=True,
+                        help='its test split measures the models, e.g. folder:/path/to/cifar10')
+    args = parser.parse_args(argv)
+    try:
+        print(export.format_report(ship(args.workdir, args.destination, args.dataset)))
+    except InputError as e:
+        sys.exit(f'error: {e}')
 
 
 if __name__ == '__main__':
-    if len(sys.argv) != 4 or not sys.argv[3].startswith('--dataset='):
-        sys.exit('usage: python -m flax_cifar.ship WORKDIR DESTINATION --dataset=DATASET')
-    try:
-        print(export.format_report(ship(sys.argv[1], sys.argv[2],
-                                        sys.argv[3][len('--dataset='):])))
-    except InputError as e:
-        sys.exit(f'error: {e}')
+    main()

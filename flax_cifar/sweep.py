@@ -254,7 +254,7 @@ def load_sweep(path: str) -> dict:
 
 
 def main(argv=None):
-    parser = _Parser(description=__doc__.split('\n')[0])
+    parser = _Parser(prog='python -m flax_cifar.sweep', description=__doc__.split('\n')[0])
     parser.add_argument('sweep_file')
     parser.add_argument('--root', required=True, help='one workdir per (run, seed) under it')
     parser.add_argument('--parallel', type=int, default=1, help='runs at a time')

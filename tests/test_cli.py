@@ -1,6 +1,10 @@
 """Every misuse of main.py and of the sweep command ends in one line naming the culprit and a
 non-zero status, never a traceback. In process: parsing is what is tested, not start-up."""
+import glob
 import os
+import re
+import subprocess
+import sys
 
 import pytest
 
@@ -108,3 +112,24 @@ def test_sweep_misuse_is_one_line(args, expected, tmp_path, monkeypatch):
     assert message.startswith('error: ') and '\n' not in message, message
     assert expected in message
     assert not os.listdir(tmp_path), 'a misused sweep wrote nothing'
+
+
+def commands_printed() -> set[str]:
+    """Every `python -m flax_cifar...` command the README, the docs or the code prints."""
+    found = set()
+    for pattern in ('README.md', 'docs/*.md', 'flax_cifar/**/*.py', 'main.py', 'configs/**/*.py'):
+        for path in glob.glob(os.path.join(REPO, pattern), recursive=True):
+            with open(path) as f:
+                found |= set(re.findall(r'python -m (flax_cifar(?:\.\w+)+)', f.read()))
+    return found - {'flax_cifar.arrays'}  # docs/design.md's table of old names
+
+
+def test_every_printed_command_answers_help_with_its_usage():
+    commands = commands_printed()
+    assert {'flax_cifar.sweep', 'flax_cifar.data.to_arrays', 'flax_cifar.plots',
+            'flax_cifar.ship'} <= commands
+    for module in sorted(commands):
+        result = subprocess.run([sys.executable, '-m', module, '--help'], cwd=REPO,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, (module, result.stderr[-500:])
+        assert result.stdout.startswith(f'usage: python -m {module} '), (module, result.stdout)

@@ -28,7 +28,7 @@ def _info(path: str) -> dict:
         info = json.loads(epath.Path(info_path).read_text())
     except FileNotFoundError:
         raise InputError(f'config.dataset=arrays:{path}: no {INFO} there (write it with '
-                         f'python -m flax_cifar.data.arrays)') from None
+                         f'python -m flax_cifar.data.to_arrays)') from None
     except (OSError, ValueError) as e:
         raise InputError(f'{info_path}: not readable ({type(e).__name__}: {e})') from None
     if info.get('format') != FORMAT:
