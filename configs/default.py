@@ -23,6 +23,8 @@ def get_config() -> ml_collections.ConfigDict:
         block_features=(64, 192, 256),    # one block per width; each pools 2x2
         block_depths=(2, 2, 2),           # convs per block
         block_dilations=(2, 2, 1),        # kernel_dilation of each block's later convs
+        pool_after=(1, 1, 1),             # each block's 2x2 max pool follows this conv
+        group_channels=1,                 # channels per group of the undilated 3x3 kernels
         dense_convs=1,                    # block 1's first 3x3 conv dense (24 inputs)
         depthwise=True,                   # true depthwise 3x3 convs elsewhere
         residual=False,                   # shortcuts around each block's later convs

@@ -28,3 +28,17 @@ def test_earlier_fields_read_as_todays():
     assert config['optimizer'] == 'muon' and config['normalize'] == 'mean_std'
     assert compat.upgrade_config({'model': 'airnet', 'stem_whitening': False})[
         'stem_whitening'] == ''
+
+
+def test_a_model_field_added_since_matches_checkpoints_saved_without_it():
+    """pool_after and group_channels came after the shipped checkpoint: saved without them,
+    its network is the one today's defaults build; a value other than the default is not."""
+    config = airnet.get_config()
+    current = {**checkpointing.architecture(config), 'num_classes': 10}
+    saved = json.loads(json.dumps(current))
+    del saved['model_args']['pool_after'], saved['model_args']['group_channels']
+    assert checkpointing.architecture_mismatch(saved, current) is None
+    config.model_args.pool_after = (2, 2, 2)
+    changed = {**checkpointing.architecture(config), 'num_classes': 10}
+    assert checkpointing.architecture_mismatch(saved, changed) == (
+        'config.model_args.pool_after: [1, 1, 1] in the checkpoint, [2, 2, 2] here')

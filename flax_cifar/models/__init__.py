@@ -14,6 +14,7 @@ import flax.linen as nn
 from flax_cifar.errors import InputError
 from flax_cifar.models.airnet import AirNet
 from flax_cifar.models.dsresnet import DSResNet
+from flax_cifar.models.layers import Network
 from flax_cifar.models.seednet import SeedNet
 from flax_cifar.models.splitnet import SplitNet
 from flax_cifar.models.summary import layer_table, param_count, summarize
@@ -22,7 +23,8 @@ from flax_cifar.models.tiniest import Tiniest
 MODELS = {'seednet': SeedNet, 'dsresnet': DSResNet, 'airnet': AirNet, 'splitnet': SplitNet,
           'tiniest': Tiniest}
 
-__all__ = ['MODELS', 'create_model', 'layer_table', 'param_count', 'summarize']
+__all__ = ['MODELS', 'create_model', 'default_args', 'layer_table', 'param_count',
+           'summarize']
 
 
 def create_model(name: str, **kwargs) -> nn.Module:
@@ -35,3 +37,11 @@ def create_model(name: str, **kwargs) -> nn.Module:
         raise InputError(f'config.model_args has {unknown} which model {name!r} does not take; '
                          f'it takes {sorted(fields)}')
     return MODELS[name](**kwargs)
+
+
+def default_args(name: str) -> dict:
+    """The family's own fields (not `layers.Network`'s) and their defaults: what a config's
+    `model_args` leaves out, the network takes from here."""
+    shared = {f.name for f in dataclasses.fields(Network)}
+    return {f.name: f.default for f in dataclasses.fields(MODELS.get(name, Network))
+            if f.name not in shared and f.default is not dataclasses.MISSING}

@@ -23,7 +23,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
-from flax_cifar import compat, errors, storage, validation
+from flax_cifar import compat, errors, models, storage, validation
 from flax_cifar.errors import InputError
 
 BEST_METRIC = 'test_accuracy'
@@ -222,8 +222,18 @@ def _jsonable(value):
     return value
 
 
+def _complete(architecture: dict) -> dict:
+    """Its model_args with the family's defaults for the fields left out: the network the
+    code builds from it, so that a field added with a default matches older checkpoints."""
+    defaults = _jsonable(models.default_args(architecture.get('model')))
+    return {**architecture,
+            'model_args': {**defaults, **_jsonable(architecture.get('model_args') or {})}}
+
+
 def architecture_mismatch(saved: dict, current: dict) -> str | None:
     """'config.model_args.x: a in the checkpoint, b here' for the first difference, or None."""
+    saved, current = _complete(saved), _complete(current)
+
     def walk(a, b, path):
         if isinstance(a, dict) and isinstance(b, dict):
             for key in sorted(set(a) | set(b)):
