@@ -6,6 +6,7 @@ arrays (flax_cifar.data.arrays) never import TensorFlow.
 import functools
 import hashlib
 import inspect
+import logging
 import os
 import socket
 import time
@@ -16,6 +17,7 @@ import jax
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from absl import logging as absl_logging
 
 from flax_cifar import errors
 from flax_cifar.data.types import FOLDER_PREFIX, IMAGE_SHAPE, Split
@@ -23,6 +25,17 @@ from flax_cifar.errors import InputError
 from flax_cifar.storage import default_cache_dir
 
 tf.config.set_visible_devices([], 'GPU')  # TF only reads files; the accelerators are JAX's.
+
+
+class _NotDownloadedYet(logging.Filter):
+    """Drops TFDS's warning that a catalog dataset not yet downloaded has no
+    dataset_info.json: the download follows, or the one-line hint of `_builder` if offline."""
+
+    def filter(self, record):
+        return 'has no dataset_info.json' not in record.getMessage()
+
+
+absl_logging.get_absl_logger().addFilter(_NotDownloadedYet())
 
 # What TFDS's ImageFolder reads; other files in the class folders are ignored.
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
