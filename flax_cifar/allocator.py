@@ -56,8 +56,9 @@ def settings(environ=os.environ) -> dict[str, str]:
             or may_use_accelerator(environ)):
         return {}
     libraries = tbb_libraries()
-    if libraries:
-        return {'LD_PRELOAD': ':'.join(libraries), **TBB_SETTINGS}
+    if libraries:  # TBB's own settings where the user gave none
+        return {'LD_PRELOAD': ':'.join(libraries),
+                **{k: v for k, v in TBB_SETTINGS.items() if k not in environ}}
     tunables = environ.get('GLIBC_TUNABLES')
     return {'GLIBC_TUNABLES': f'{tunables}:{HUGE_PAGES}' if tunables else HUGE_PAGES}
 

@@ -27,6 +27,8 @@ def test_tbb_where_installed_and_its_cache_kept():
                                                               'libtbbmalloc_proxy.so.2']
     assert all(os.path.isfile(path) for path in libraries)
     assert added['TBB_MALLOC_SET_HUGE_SIZE_THRESHOLD'] == str(2 ** 20)
+    own = allocator.settings({**CPU, 'TBB_MALLOC_SET_HUGE_SIZE_THRESHOLD': '0'})
+    assert 'TBB_MALLOC_SET_HUGE_SIZE_THRESHOLD' not in own  # the user's kept
 
 
 def test_huge_pages_where_tbb_is_missing_beside_the_users_tunables(without_tbb):
