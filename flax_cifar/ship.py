@@ -13,6 +13,7 @@ checkpoint (per class, confusion matrix, every test-time view), for readers with
 import argparse
 import json
 import os
+import pathlib
 import shutil
 import sys
 
@@ -52,7 +53,7 @@ def ship(workdir: str, destination: str, dataset: str, which: str = 'best') -> d
                     if r.get('step') == step)
     checkpoints.save(step, state, checkpointing.run_meta(config, class_names), accuracy)
     checkpoints.close()
-    for marker in epath.Path(destination, 'checkpoints').glob(f'**/{checkpointing.COMMIT_MARKER}'):
+    for marker in pathlib.Path(destination, 'checkpoints').rglob(checkpointing.COMMIT_MARKER):
         marker.write_text('Checkpoint commit was successful')  # not this machine's path
     exported = export.export(destination, dataset=dataset)
     out = os.path.join(destination, 'export')

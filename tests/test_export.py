@@ -9,7 +9,7 @@ import pytest
 
 from configs import smoke
 from conftest import rgb_folder, without_tf
-from flax_cifar import export
+from flax_cifar import export, ship
 from flax_cifar.data import sources
 from flax_cifar.errors import InputError
 from flax_cifar.evaluation import inference
@@ -64,6 +64,22 @@ def test_exported_models_give_the_checkpoints_class_on_every_image_file(exported
         assert [p for _, p, _ in predicted] == from_checkpoint, name
     int8 = export.predict_files(os.path.join(workdir, 'export', export.INT8_TFLITE), files)
     assert np.mean([p == c for (_, p, _), c in zip(int8, from_checkpoint)]) >= 0.9
+
+
+def test_a_shipped_folder_predicts_as_its_run_and_names_no_local_path(exported, tmp_path):
+    workdir, dataset, _ = exported
+    shipped = str(tmp_path / 'shipped')
+    ship.ship(workdir, shipped, dataset)
+    files = sorted(glob.glob(os.path.join(dataset.removeprefix('folder:'), 'test', '*', '*')))
+    assert inference.predict_files(shipped, files) == inference.predict_files(workdir, files)
+    markers = glob.glob(os.path.join(shipped, 'checkpoints', '**', 'commit_success.txt'),
+                        recursive=True)
+    assert markers and not any(str(tmp_path) in open(m).read() for m in markers)
+    evaluation = json.load(open(os.path.join(shipped, ship.EVALUATION)))
+    assert set(evaluation['per_class_accuracy']) == {'r', 'g', 'b'}
+    assert len(open(os.path.join(shipped, ship.METRICS)).readlines()) == 3  # one per epoch
+    with pytest.raises(InputError, match='exists'):
+        ship.ship(workdir, shipped, dataset)  # never into a folder already there
 
 
 def test_one_view_export_differs_from_the_averaged_one(exported, tmp_path):
