@@ -33,12 +33,13 @@ def curves_figure(records: list[dict]):
     best = max(records, key=lambda r: r['test_accuracy'])
     accuracy.annotate(f"{100 * best['test_accuracy']:.2f}%",
                       (best['epoch'] + 1, 100 * best['test_accuracy']),
-                      textcoords='offset points', xytext=(0, 8), ha='center')
+                      textcoords='offset points', xytext=(0, -14), ha='center')  # inside
     rate.plot(epochs, [r['learning_rate'] for r in records], 'o-')
     for axis, title in ((loss, 'loss'), (accuracy, 'accuracy (%)'),
                         (rate, 'learning rate at epoch end')):
         axis.set_title(title)
         axis.set_xlabel('epoch')
+        axis.xaxis.get_major_locator().set_params(integer=True)  # epochs, not 1.25
         axis.grid(alpha=0.3)
     loss.legend()
     accuracy.legend()

@@ -31,3 +31,19 @@ def test_every_cited_test_exists():
         if not any(n.startswith(name) if cut else n == name for n in names):
             missing.append(f'{doc}: {file}::{name}{cut or ""}')
     assert not missing, missing
+
+
+def test_the_readmes_predict_commands_name_files_a_fresh_clone_has():
+    """A newcomer copies those of the shipped model before any dataset or run exists: the
+    model and the images it predicts on are in the clone."""
+    commands = []
+    for doc in ['README.md', 'pretrained/default/README.md', 'pretrained/samples/README.md']:
+        with open(os.path.join(REPO, doc)) as f:
+            commands += [line.split('main.py', 1)[1].split() for line in f
+                         if '--mode=predict' in line and 'pretrained/default' in line]
+    assert len(commands) >= 4
+    for words in commands:
+        paths = [w.split('=', 1)[-1] for w in words if '/' in w and not w.endswith('/')]
+        assert paths, words
+        for path in paths:
+            assert glob.glob(os.path.join(REPO, path)), f'{" ".join(words)}: no {path}'
