@@ -29,6 +29,17 @@ def test_tbb_where_installed_and_its_cache_kept():
     assert added['TBB_MALLOC_SET_HUGE_SIZE_THRESHOLD'] == str(2 ** 20)
     own = allocator.settings({**CPU, 'TBB_MALLOC_SET_HUGE_SIZE_THRESHOLD': '0'})
     assert 'TBB_MALLOC_SET_HUGE_SIZE_THRESHOLD' not in own  # the user's kept
+    limit = int(added[allocator.LIMIT])  # half of what is free: never the whole machine
+    assert 0 < limit <= allocator.available_memory() * 0.6
+    assert allocator.LIMIT not in allocator.settings({**CPU, allocator.LIMIT: str(2 ** 33)})
+
+
+def test_a_limit_that_is_not_a_number_stops_with_its_name():
+    process = subprocess.run([sys.executable, '-c', REPORT],
+                             env={**os.environ, **CPU, allocator.LIMIT: '8G'},
+                             capture_output=True, text=True, timeout=60)
+    assert process.returncode == 1
+    assert process.stderr.strip() == "error: FLAX_CIFAR_MALLOC_LIMIT='8G': give a number of bytes"
 
 
 def test_huge_pages_where_tbb_is_missing_beside_the_users_tunables(without_tbb):
@@ -61,22 +72,25 @@ def test_nothing_changes_off_linux_glibc_or_beside_an_accelerator_plugin(monkeyp
 
 REPORT = ("import json, os; from flax_cifar import allocator; allocator.reexec(); "
           "maps = open('/proc/self/maps').read(); "
-          "print(json.dumps([os.getpid(), dict(os.environ), 'tbbmalloc_proxy' in maps]))")
+          "print(json.dumps([os.getpid(), dict(os.environ), 'tbbmalloc_proxy' in maps, "
+          "allocator.apply_limit()]))")
 
 
 @pytest.mark.parametrize('switch', ['', 'system'])
 def test_the_process_restarts_once_with_the_allocator_loaded(switch):
     """Same PID (a parent's signals still reach it), no second restart, the settings in its
     environment and TBB's malloc mapped into it, unless switched off."""
-    env = {**os.environ, **CPU, allocator.SWITCH: switch}
+    # A limit of the user's (the default, half the memory free, moves between processes).
+    env = {**os.environ, **CPU, allocator.SWITCH: switch, allocator.LIMIT: str(2 ** 32)}
     env.pop('LD_PRELOAD', None)
     env.pop('GLIBC_TUNABLES', None)
     expected = allocator.settings(env)
     assert bool(expected) != bool(switch)
     process = subprocess.Popen([sys.executable, '-c', REPORT], env=env, stdout=subprocess.PIPE,
                                text=True)
-    pid, environ, tbb_mapped = json.loads(process.communicate(timeout=60)[0])
+    pid, environ, tbb_mapped, limited = json.loads(process.communicate(timeout=60)[0])
     assert process.returncode == 0
     assert pid == process.pid
     assert {key: environ.get(key) for key in expected} == expected
     assert tbb_mapped == ('LD_PRELOAD' in expected)
+    assert limited == tbb_mapped  # TBB told its soft limit wherever it is loaded
