@@ -108,7 +108,7 @@ def main(argv):
     from flax_cifar.errors import InputError
     from flax_cifar.parallel import distributed
 
-    xla_options.use_compilation_cache()
+    xla_options.use_compilation_cache(every_program=FLAGS.mode in ('predict', 'evaluate'))
     if FLAGS.mode == 'train':
         distributed.maybe_initialize(FLAGS.config)  # before JAX touches any device
     try:

@@ -32,9 +32,13 @@ def rejected(options: dict) -> str | None:
     return None
 
 
-def use_compilation_cache():
+def use_compilation_cache(every_program: bool = False):
     """Keeps XLA's programs on disk ($JAX_COMPILATION_CACHE_DIR, else <cache dir>/jax), so a
-    restart skips compiling, a large part of a CPU run's start (docs/speed.md)."""
+    restart skips compiling, a large part of a CPU run's start (docs/speed.md). JAX keeps only
+    programs that took a second or more to compile; `every_program` keeps all (predict and
+    evaluate compile a dozen small ones, each under a second), unless the user chose."""
     if not jax.config.jax_compilation_cache_dir:
         jax.config.update('jax_compilation_cache_dir',
                           os.path.join(storage.default_cache_dir(), 'jax'))
+    if every_program and 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS' not in os.environ:
+        jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)

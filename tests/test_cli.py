@@ -133,3 +133,25 @@ def test_every_printed_command_answers_help_with_its_usage():
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, (module, result.stderr[-500:])
         assert result.stdout.startswith(f'usage: python -m {module} '), (module, result.stdout)
+
+
+@pytest.mark.parametrize('every_program, users, expected', [
+    (False, None, 1.0),   # training: JAX's own threshold, a second of compiling
+    (True, None, 0.0),    # predict and evaluate: their dozen small programs kept too
+    (True, '2.5', 2.5),   # the user's choice kept
+])
+def test_the_compilation_cache_keeps_small_programs_where_asked(every_program, users,
+                                                                expected, tmp_path):
+    env = {**os.environ, 'XDG_CACHE_HOME': str(tmp_path), 'JAX_PLATFORMS': 'cpu'}
+    env.pop('JAX_COMPILATION_CACHE_DIR', None)
+    env.pop('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', None)
+    if users:
+        env['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = users
+    code = (f'import jax; from flax_cifar import xla_options; '
+            f'xla_options.use_compilation_cache({every_program}); '
+            f'print(jax.config.jax_persistent_cache_min_compile_time_secs, '
+            f'jax.config.jax_compilation_cache_dir)')
+    out = subprocess.run([sys.executable, '-c', code], env=env, cwd=REPO, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert float(out[0]) == expected
+    assert out[1] == os.path.join(str(tmp_path), 'flax_cifar', 'jax')
