@@ -84,11 +84,16 @@ def evaluate_checkpoint(workdir: str, which: str = 'best', dataset: str | None =
     # accuracies are reported beside it, as their effect on this checkpoint.
     views = test_time_views(config)
     flip, translate = views
+
+    def accuracy_of(state, ema: bool = True) -> float:  # with the configured views
+        logits = ViewLogits(state, test.images, config.eval_batch_size, ema=ema,
+                            normalization=config.normalize)
+        return float(np.mean(logits.log_probabilities(flip, translate).argmax(-1)
+                             == test.labels))
+
     stored_accuracy = None
     if precise_bn_batches:
-        stored = ViewLogits(state, test.images, config.eval_batch_size,
-                            normalization=config.normalize).log_probabilities(flip, translate)
-        stored_accuracy = float(np.mean(stored.argmax(-1) == test.labels))
+        stored_accuracy = accuracy_of(state)
         train = sources.load_split(dataset, 'train', config.data_dir, config.data_cache_dir)
         state = precise_bn.with_precise_stats(
             state, train_state.create_model(config, len(class_names)), train.images,
@@ -115,9 +120,7 @@ def evaluate_checkpoint(workdir: str, which: str = 'best', dataset: str | None =
               f'{name}: {100 * accuracy:.2f}%' for name, accuracy in view_accuracies.items()))
     raw_accuracy = None
     if train_state.ema_of(state) is not None:
-        raw = ViewLogits(state, test.images, config.eval_batch_size, ema=False,
-                         normalization=config.normalize).log_probabilities(flip, translate)
-        raw_accuracy = float(np.mean(raw.argmax(-1) == test.labels))
+        raw_accuracy = accuracy_of(state, ema=False)
         print(f'{evaluated_average(config)}; the weights themselves: {100 * raw_accuracy:.2f}%')
     print(format_report(matrix, class_names))
     path = os.path.join(workdir, f'confusion_matrix_step{step}.png')
