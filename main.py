@@ -114,8 +114,8 @@ def main(argv):
     try:
         dataset = FLAGS.config.dataset if FLAGS.config else None
         if FLAGS.mode == 'predict' and FLAGS.exported:
-            from flax_cifar import export
-            predictions = export.predict_files(FLAGS.exported, argv[1:])
+            from flax_cifar import exported
+            predictions = exported.predict_files(FLAGS.exported, argv[1:])
         elif FLAGS.mode == 'predict':
             from flax_cifar.evaluation import inference
             predictions = inference.predict_files(workdir_for(FLAGS['config']), argv[1:],

@@ -25,7 +25,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from flax_cifar import allocator
 from flax_cifar.models import summary
-from flax_cifar.training import train_state  # noqa: E402
+from flax_cifar.state import train_state  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training configuration.', lock_config=True)
@@ -80,7 +80,7 @@ def time_layer(layer: nn.Module, x: jax.Array) -> tuple[float, float]:
 def main(argv):
     del argv
     config = FLAGS.config
-    model = train_state.create_model(config)
+    model = train_state.model_of(config)
     x = jax.random.normal(jax.random.key(0), (config.batch_size, 32, 32, 3), jnp.float32)
     rows = []
     for path, layer, layer_input in leaf_calls(model, x):

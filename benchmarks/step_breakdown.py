@@ -21,7 +21,7 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from flax_cifar import allocator, xla_options
-from flax_cifar.training import optim, train_state
+from flax_cifar.state import optim, train_state
 from flax_cifar.training import step as step_lib
 
 FLAGS = flags.FLAGS
@@ -40,7 +40,7 @@ def milliseconds(fn, *args) -> float:
 
 def random_setup(config):
     """(model, its fresh train state, a random batch of config.batch_size images)."""
-    model = train_state.create_model(config)
+    model = train_state.model_of(config)
     state = train_state.create_train_state(jax.random.key(0), model, optim.create_optimizer(
         config, optim.create_learning_rate_fn(config, 1000)))
     rng = np.random.default_rng(0)

@@ -5,7 +5,7 @@
 
 Both run `step.train_step` on the same random batches (batch config.batch_size), alternated
 --alternations times, each timing two calls of N steps after a warm-up; prints ms per step.
-The N steps are unrolled in one program, as `step.make_multi_step_fn` builds them, or with
+The N steps are unrolled in one program, as `step.make_train_fn(..., steps=N)` builds them, or with
 --scan a lax.scan over them (XLA's CPU backend ran that loop's body at half speed).
 """
 import functools
@@ -22,7 +22,7 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from flax_cifar import allocator, xla_options
-from flax_cifar.training import optim, train_state
+from flax_cifar.state import optim, train_state
 from flax_cifar.training import step as step_lib
 
 FLAGS = flags.FLAGS
@@ -35,7 +35,7 @@ flags.DEFINE_bool('scan', False, 'A lax.scan over the steps instead of unrolling
 def main(argv):
     del argv
     config, n = FLAGS.config, FLAGS.steps_per_dispatch
-    model = train_state.create_model(config)
+    model = train_state.model_of(config)
     tx = optim.create_optimizer(config, optim.create_learning_rate_fn(config, 1000))
     state = train_state.create_train_state(jax.random.key(0), model, tx)
     rng = np.random.default_rng(0)

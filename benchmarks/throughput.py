@@ -41,8 +41,11 @@ from flax_cifar.data import host_data
 from flax_cifar.evaluation import evaluate, views
 from flax_cifar.models import kernels
 from flax_cifar.parallel import data_parallel
-from flax_cifar.training import metric_writers, optim, train, train_state
+from flax_cifar.state import optim, train_state
+from flax_cifar.training import plan as plan_lib
 from flax_cifar.training import step as step_lib
+from flax_cifar.training import train
+from flax_cifar.workdir import metric_writers
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training configuration.', lock_config=True)
@@ -102,8 +105,8 @@ def measure(config) -> dict:
     validation.validate_config(config)
     mesh = data_parallel.create_mesh()
     data = host_data.load_host_data(config, mesh)
-    plan = train.plan_steps(config, data.num_train, data.shards)
-    model = train_state.create_model(config, len(data.class_names))
+    plan = plan_lib.plan_steps(config, data.num_train, data.shards)
+    model = train_state.model_of(config, len(data.class_names))
     learning_rate_fn = optim.create_learning_rate_fn(config, plan.schedule_steps)
     state = train_state.create_train_state(
         jax.random.key(config.seed), model, optim.create_optimizer(config, learning_rate_fn),

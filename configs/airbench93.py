@@ -37,7 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
     # airbench decays every trained parameter (its BatchNorm biases and the whitening bias
     # too), the biases' learning rate 64x (lr_mults from configs/airnet.py).
     config.wd_mults = (('.*', 1.0),)
-    config.frozen_after_epochs = (('whiten_conv/bias$', 3),)
+    config.frozen_after_epochs = (('whiten_conv/bias', 3),)
     config.lookahead.start_epoch = 0      # airbench93 averages from its first step...
     config.lookahead.sync_each_epoch = False  # ...and sets the weights to it at the end only
     return config

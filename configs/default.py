@@ -92,7 +92,7 @@ def get_config() -> ml_collections.ConfigDict:
     # The schedule (and mixup's ramp) span this many epochs; 0: num_epochs. Larger: the
     # run is the first num_epochs of a longer one.
     config.schedule_epochs = 0
-    config.optimizer = 'sgd'           # 'sgd', 'adamw' or 'muon' (training/optim.py)
+    config.optimizer = 'sgd'           # 'sgd', 'adamw' or 'muon' (state/optim.py)
     # airbench's decoupled hyperparameters, for a mean loss over 1024 images: lr 11.5 /
     # (1 + 1 / (1 - 0.85)) = 1.5 per step, L2 0.0153 / 11.5 = 0.00133.
     config.learning_rate = 1.5         # peak learning rate of the schedule
@@ -107,13 +107,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.adam_eps = 1e-8
     config.weight_decay = 0.00133      # SGD: L2; AdamW: decoupled, learning rate x this
     config.label_smoothing = 0.2       # 0 for plain cross-entropy
-    # Parameter rules: regexes searched in parameter paths ('block1_conv1_bn/bias'); each
+    # Parameter rules: regexes matching whole parameter paths ('block1_conv1_bn/bias'); each
     # must match some parameter. frozen: never updated (besides the whitened kernel);
     # lr_mults, wd_mults: ((pattern, multiplier), ...), the first match wins; parameters no
     # pair matches get learning rate x 1 and weight decay x 0.
     config.frozen = ()
-    config.lr_mults = (('_bn/bias$', 64.0),)  # BatchNorm biases learn 64x faster (not decayed)
-    config.wd_mults = (('/kernel$', 1.0),)  # decay conv and dense kernels only
+    config.lr_mults = (('.*_bn/bias', 64.0),)  # BatchNorm biases learn 64x faster (not decayed)
+    config.wd_mults = (('.*/kernel', 1.0),)  # decay conv and dense kernels only
     config.frozen_after_epochs = ()    # ((pattern, epoch), ...): trained until that epoch
     # Muon (config.optimizer='muon'): dense and pointwise conv kernels orthogonalized
     # (optax.contrib) at this peak rate on the same schedule; SGD for the rest.

@@ -16,10 +16,7 @@ of orbax-checkpoint is older than ours); running an exported model needs only `d
 import importlib.util
 import json
 import logging
-import os
 import re
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -30,12 +27,9 @@ from flax_cifar import models, storage
 from flax_cifar.data import sources, types
 from flax_cifar.errors import InputError
 from flax_cifar.evaluation import inference, views
-from flax_cifar.training import train_state
-from flax_cifar.training.train_state import inference_variables
-
-FLOAT_TFLITE, INT8_TFLITE, ONNX = 'model_float32.tflite', 'model_int8.tflite', 'model.onnx'
-INFO = 'export.json'
-LATENCY_RUNS = 200  # batch-1 invocations timed per model, after 20 warm-up runs
+from flax_cifar.exported import FLOAT_TFLITE, INFO, INT8_TFLITE, ONNX, Runtime
+from flax_cifar.state import train_state
+from flax_cifar.state.train_state import inference_variables
 
 
 def exported_views(config, one_view: bool) -> tuple[bool, int]:
@@ -49,7 +43,7 @@ def logits_fn(state, config, num_classes: int, one_view: bool = False):
     shifted multiply-adds that train faster on CPU and GPU. The config's test-time views
     are averaged inside the graph, so the model is the one evaluation measured, unless
     `one_view` (a fraction of the latency)."""
-    model = train_state.create_model(config, num_classes).clone(depthwise_implementation='conv')
+    model = train_state.model_of(config, num_classes).clone(depthwise_implementation='conv')
     variables = inference_variables(state)
     flip, translate = exported_views(config, one_view)
 
@@ -114,58 +108,6 @@ def to_onnx(fn) -> bytes:
     return model.SerializeToString()
 
 
-class Runtime:
-    """One exported model in its own runtime (LiteRT or ONNX Runtime), one thread, fed one
-    image at a time: scores(images) -> (N, classes) float32, dequantized for int8."""
-
-    def __init__(self, path: str, model: bytes | None = None):
-        """The model `path` names (its suffix the format), read from there unless given."""
-        self.path = path
-        if not path.endswith(('.onnx', '.tflite')):
-            raise InputError(f'--exported {path}: not a .tflite or .onnx file')
-        model = epath.Path(path).read_bytes() if model is None else model  # local or gs://
-        runtime = 'onnxruntime' if path.endswith('.onnx') else 'ai_edge_litert'
-        if importlib.util.find_spec(runtime) is None:
-            raise InputError(f"--exported {path}: running it needs {runtime}, in the deploy "
-                             f"extra: pip install -e '.[deploy]'")
-        if path.endswith('.onnx'):
-            import onnxruntime
-            options = onnxruntime.SessionOptions()
-            options.intra_op_num_threads = options.inter_op_num_threads = 1
-            self.session = onnxruntime.InferenceSession(model, options,
-                                                        providers=['CPUExecutionProvider'])
-            self.input_name = self.session.get_inputs()[0].name
-            self.run_one = lambda image: self.session.run(None, {self.input_name: image})[0]
-        else:
-            from ai_edge_litert.interpreter import Interpreter  # LiteRT: no TensorFlow needed
-            self.interpreter = Interpreter(model_content=model, num_threads=1)
-            self.interpreter.allocate_tensors()
-            self.input = self.interpreter.get_input_details()[0]
-            self.output = self.interpreter.get_output_details()[0]
-            self.run_one = self._tflite_one
-
-    def _tflite_one(self, image):
-        self.interpreter.set_tensor(self.input['index'], image.astype(self.input['dtype']))
-        self.interpreter.invoke()
-        scores = self.interpreter.get_tensor(self.output['index'])
-        scale, zero_point = self.output['quantization']
-        return (scores.astype(np.float32) - zero_point) * scale if scale else scores
-
-    def scores(self, images: np.ndarray) -> np.ndarray:
-        return np.concatenate([self.run_one(image[None]) for image in images])
-
-    def latency_ms(self, image: np.ndarray) -> float:
-        """Median milliseconds of one batch-1 call."""
-        for _ in range(20):
-            self.run_one(image[None])
-        times = []
-        for _ in range(LATENCY_RUNS):
-            start = time.perf_counter()
-            self.run_one(image[None])
-            times.append(time.perf_counter() - start)
-        return 1000 * statistics.median(times)
-
-
 def _require_converters():
     missing = [name for name in ('tensorflow', 'jax2onnx', 'onnxruntime', 'ai_edge_litert')
                if importlib.util.find_spec(name) is None]
@@ -195,7 +137,7 @@ def export(workdir: str, which: str = 'best', calibration_size: int = 500,
                                  for i in range(0, len(test.images), 1000)])
     jax_accuracy = float(np.mean(jax_scores.argmax(-1) == test.labels))
     paths = [row.path for row in models.layer_table(  # the names errors point to
-        train_state.create_model(config, len(class_names)))]
+        train_state.model_of(config, len(class_names)))]
     layers = sorted(set(paths), key=len, reverse=True) + list(
         dict.fromkeys(p.split('/')[0] for p in paths))
     out = storage.join(workdir, 'export')
@@ -258,20 +200,3 @@ def format_report(report: dict) -> str:
                      f"{100 * m['agrees_with_jax']:>11.2f}%{m['size_kb']:>10.1f}"
                      f"{m['latency_ms']:>10.3f}")
     return '\n'.join(lines)
-
-
-def predict_files(model_path: str, paths: list[str]) -> list[tuple]:
-    """(path, class name, probability) per image file, from an exported model."""
-    info_path = storage.join(os.path.dirname(model_path), INFO)
-    if not epath.Path(model_path).exists():
-        raise InputError(f'--exported {model_path}: no such file')
-    try:
-        class_names = json.loads(epath.Path(info_path).read_text())['class_names']
-    except (OSError, ValueError, KeyError) as e:
-        raise InputError(f'{info_path}: needed for the class names ({type(e).__name__})') from None
-    images = np.stack([inference.load_image(p) for p in paths])
-    scores = Runtime(model_path).scores(images)
-    probabilities = np.exp(scores - scores.max(-1, keepdims=True))
-    probabilities /= probabilities.sum(-1, keepdims=True)
-    return [(path, class_names[int(p.argmax())], float(p.max()))
-            for path, p in zip(paths, probabilities)]

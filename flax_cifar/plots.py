@@ -3,9 +3,12 @@
 Writes `curves.png` (loss, accuracy and learning rate per epoch) into the workdir; training
 also does this at its end.
 """
+import io
+
 from etils import epath
 
-from flax_cifar.training import metric_writers
+from flax_cifar import storage
+from flax_cifar.workdir import metric_writers
 
 
 def figure(**kwargs):
@@ -69,3 +72,27 @@ def main(argv=None):
 
 if __name__ == '__main__':
     main()
+
+
+def plot_frontier(rows: list[dict], root: str) -> str | None:
+    """Mean test accuracy against parameters and against training minutes, a point a run."""
+    done = [r for r in rows if r['mean_accuracy'] is not None]
+    if not done:
+        return None
+    fig = figure(figsize=(13, 5))
+    axes = fig.subplots(1, 2)
+    for axis, key, label in ((axes[0], 'params', 'parameters'),
+                             (axes[1], 'mean_minutes', 'training minutes (mean of seeds)')):
+        for row in done:
+            axis.plot(row[key], row['mean_accuracy'], 'o')
+            axis.annotate(row['name'], (row[key], row['mean_accuracy']), fontsize=7,
+                          textcoords='offset points', xytext=(4, 4))
+        axis.set_xlabel(label)
+        axis.set_ylabel('test accuracy (%)')
+        axis.grid(alpha=0.3)
+    fig.tight_layout()
+    path = storage.join(root, 'frontier.png')
+    image = io.BytesIO()
+    fig.savefig(image, format='png', dpi=110)
+    storage.write_atomic(path, image.getvalue())
+    return path

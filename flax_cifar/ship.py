@@ -20,10 +20,10 @@ import sys
 import numpy as np
 from etils import epath
 
-from flax_cifar import export
+from flax_cifar import export, exported
 from flax_cifar.errors import InputError
 from flax_cifar.evaluation import inference, report
-from flax_cifar.training import checkpointing, metric_writers
+from flax_cifar.workdir import checkpointing, metric_writers
 
 FINGERPRINT = 'fingerprint.json'
 EVALUATION = 'evaluation.json'
@@ -55,11 +55,11 @@ def ship(workdir: str, destination: str, dataset: str, which: str = 'best') -> d
     checkpoints.close()
     for marker in pathlib.Path(destination, 'checkpoints').rglob(checkpointing.COMMIT_MARKER):
         marker.write_text('Checkpoint commit was successful')  # not this machine's path
-    exported = export.export(destination, dataset=dataset)
+    models = export.export(destination, dataset=dataset)
     out = os.path.join(destination, 'export')
-    shutil.move(os.path.join(out, export.INT8_TFLITE), destination)
-    exported['models'] = {export.INT8_TFLITE: exported['models'][export.INT8_TFLITE]}
-    epath.Path(destination, export.INFO).write_text(json.dumps(exported, indent=1))
+    shutil.move(os.path.join(out, exported.INT8_TFLITE), destination)
+    models['models'] = {exported.INT8_TFLITE: models['models'][exported.INT8_TFLITE]}
+    epath.Path(destination, exported.INFO).write_text(json.dumps(models, indent=1))
     shutil.rmtree(out)
     shutil.copyfile(metrics, os.path.join(destination, METRICS))
     evaluation = report.evaluate_checkpoint(destination, 'best', dataset)
@@ -72,9 +72,9 @@ def ship(workdir: str, destination: str, dataset: str, which: str = 'best') -> d
         'images': 'flax_cifar.ship.fingerprint_images()',
         'log_probabilities': np.round(inference.log_probabilities(destination, images)[0],
                                       6).tolist(),
-        'int8_classes': export.Runtime(os.path.join(destination, export.INT8_TFLITE))
+        'int8_classes': exported.Runtime(os.path.join(destination, exported.INT8_TFLITE))
         .scores(images).argmax(-1).tolist()}, indent=1))
-    return exported
+    return models
 
 
 def main(argv=None):

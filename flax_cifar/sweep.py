@@ -155,8 +155,8 @@ def parameter_count(config: ml_collections.ConfigDict) -> int:
     import jax.numpy as jnp
 
     from flax_cifar import models
-    from flax_cifar.training import train_state
-    model = train_state.create_model(config)
+    from flax_cifar.state import train_state
+    model = train_state.model_of(config)
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
     return models.param_count(shapes['params'])
 
@@ -165,7 +165,7 @@ def read_result(workdir: str) -> dict | None:
     """Final test accuracy, epochs and training seconds of a finished run, else None."""
     if not epath.Path(storage.join(workdir, DONE)).exists():
         return None
-    from flax_cifar.training import metric_writers
+    from flax_cifar.workdir import metric_writers
     records = metric_writers.read_records(storage.join(workdir, 'metrics.jsonl'))
     if not records:
         return None
@@ -205,31 +205,6 @@ def write_tables(rows: list[dict], root: str) -> None:
         lines.append('| ' + ' | '.join('' if row[c] is None else str(row[c]).replace('|', '/')
                                        for c in columns) + ' |')
     storage.write_atomic(storage.join(root, 'results.md'), '\n'.join(lines) + '\n')
-
-
-def plot_frontier(rows: list[dict], root: str) -> str | None:
-    """Mean test accuracy against parameters and against training minutes, a point a run."""
-    done = [r for r in rows if r['mean_accuracy'] is not None]
-    if not done:
-        return None
-    from flax_cifar import plots  # the sweep controller itself starts without matplotlib
-    fig = plots.figure(figsize=(13, 5))
-    axes = fig.subplots(1, 2)
-    for axis, key, label in ((axes[0], 'params', 'parameters'),
-                             (axes[1], 'mean_minutes', 'training minutes (mean of seeds)')):
-        for row in done:
-            axis.plot(row[key], row['mean_accuracy'], 'o')
-            axis.annotate(row['name'], (row[key], row['mean_accuracy']), fontsize=7,
-                          textcoords='offset points', xytext=(4, 4))
-        axis.set_xlabel(label)
-        axis.set_ylabel('test accuracy (%)')
-        axis.grid(alpha=0.3)
-    fig.tight_layout()
-    path = storage.join(root, 'frontier.png')
-    image = io.BytesIO()
-    fig.savefig(image, format='png', dpi=110)
-    storage.write_atomic(path, image.getvalue())
-    return path
 
 
 class _Parser(argparse.ArgumentParser):
@@ -289,7 +264,8 @@ def main(argv=None):
         failed = run_all(jobs, args.parallel, gpus)
     rows = summarize(runs, sweep, args.root)
     write_tables(rows, args.root)
-    plot = plot_frontier(rows, args.root)
+    from flax_cifar import plots  # the sweep controller itself starts without matplotlib
+    plot = plots.plot_frontier(rows, args.root)
     print(epath.Path(storage.join(args.root, 'results.md')).read_text())
     print(f'Tables: {args.root}/results.md, results.csv; plot: {plot}')
     if failed:

@@ -3,17 +3,17 @@ by a rule of the table FIELDS, then the combinations of fields. Each failure is 
 naming the field and what it may be.
 """
 import math
-import os
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 from etils import epath
+from flax import traverse_util
 
-from flax_cifar import models, storage, xla_options
+from flax_cifar import models, xla_options
 from flax_cifar.data import augment, types
 from flax_cifar.errors import ConfigError
-from flax_cifar.training import optim
+from flax_cifar.state import optim
 
 
 def _is_int(v) -> bool:
@@ -139,16 +139,6 @@ FIELDS = {
 }
 
 
-def _flat(config: ml_collections.ConfigDict) -> dict:
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, ml_collections.ConfigDict) and key != 'model_args':
-            flat.update({f'{key}.{k}': v for k, v in _flat(value).items()})
-        else:
-            flat[key] = value
-    return flat
-
-
 def _require(ok: bool, message: str):
     if not ok:
         raise ConfigError(message)
@@ -156,7 +146,8 @@ def _require(ok: bool, message: str):
 
 def check_fields(config: ml_collections.ConfigDict) -> None:
     """Every field by its rule; a field flax_cifar does not read, or one missing, is named."""
-    flat = _flat(config)
+    flat = traverse_util.flatten_dict(  # 'lookahead.every'; model_args one field
+        config.to_dict(), sep='.', is_leaf=lambda path, _: path == ('model_args',))
     for name in flat:
         _require(name in FIELDS, f'config.{name} is not a field flax_cifar reads (a typo? '
                                  f'the fields: configs/default.py)')
@@ -206,10 +197,9 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
              f'config.cpu_ynnpack_convolutions=False: jax {jax.__version__} refuses the XLA '
              f'option it sets ({refusal}); set it to True')
     for prefix in (types.FOLDER_PREFIX, types.ARRAYS_PREFIX):
-        if config.dataset.startswith(prefix):
-            root = config.dataset[len(prefix):]
-            root = root if storage.is_remote(root) else os.path.expanduser(root)
-            _require(epath.Path(root).is_dir(), f'config.dataset: folder {root!r} does not exist')
+        root = types.dataset_path(config.dataset, prefix)
+        _require(root is None or epath.Path(root).is_dir(),
+                 f'config.dataset: folder {root!r} does not exist')
     params = jax.eval_shape(lambda: model.init(jax.random.key(0),
                                                jnp.zeros((1, *types.IMAGE_SHAPE))))['params']
     optim.check_rules(config, params)

@@ -44,9 +44,8 @@ if point.endswith('_in_step'):
     send = {'kill_in_step': signal.SIGKILL, 'sigterm_in_step': signal.SIGTERM,
             'stop_in_step': signal.SIGSTOP}[point]
     step_lib.make_train_fn = after_dispatch(step_lib.make_train_fn, send)
-    step_lib.make_multi_step_fn = after_dispatch(step_lib.make_multi_step_fn, send)
 elif point == 'kill_in_save':
-    from flax_cifar.training import checkpointing
+    from flax_cifar.workdir import checkpointing
     save = checkpointing.Checkpoints.save
 
     def save_then_die(self, *args, **kwargs):

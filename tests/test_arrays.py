@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO, rgb_folder, without_tf, write_image_folder
 from flax_cifar.data import sources, to_arrays
 from flax_cifar.errors import InputError
-from flax_cifar.training import metric_writers
+from flax_cifar.workdir import metric_writers
 
 
 @pytest.fixture(scope='module')

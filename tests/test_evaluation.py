@@ -12,7 +12,8 @@ from flax_cifar import plots
 from flax_cifar.data import types
 from flax_cifar.errors import InputError
 from flax_cifar.evaluation import inference, precise_bn, report, views
-from flax_cifar.training import metric_writers, train
+from flax_cifar.training import train
+from flax_cifar.workdir import metric_writers
 
 
 @pytest.fixture(scope='module')
@@ -125,7 +126,7 @@ def test_precise_bn_statistics_are_what_batchnorm_normalizes_a_batch_with():
     in train mode (read back from its running-average update); over two batches, the first
     layer's are the two batches' images pooled."""
     config = smoke.get_config()
-    model = train.train_state.create_model(config, 3)
+    model = train.train_state.model_of(config, 3)
     images = np.random.default_rng(0).integers(0, 256, (24, 32, 32, 3), dtype=np.uint8)
     variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     variables = {**variables, 'batch_stats': jax.tree.map(
@@ -160,7 +161,7 @@ def test_evaluate_with_precise_bn_reports_both_statistics(trained, capsys):
         capsys.readouterr().out)
     state, config, names, _ = inference.restore_for_inference(workdir, 'best')
     recomputed = precise_bn.with_precise_stats(
-        state, train.train_state.create_model(config, len(names)),
+        state, train.train_state.model_of(config, len(names)),
         np.zeros((24, 32, 32, 3), np.uint8), 3, 8, 0)
     # The average's statistics change (the evaluated ones); the weights' own stay.
     assert not jax.tree.all(jax.tree.map(jnp.array_equal, recomputed.ema['batch_stats'],

@@ -9,7 +9,7 @@ import pytest
 
 from configs import smoke
 from conftest import rgb_folder, without_tf
-from flax_cifar import export, ship
+from flax_cifar import export, exported, ship
 from flax_cifar.data import sources
 from flax_cifar.errors import InputError
 from flax_cifar.evaluation import inference
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope='module')
-def exported(tmp_path_factory):
+def export_run(tmp_path_factory):
     config = smoke.get_config()
     config.dataset = rgb_folder(tmp_path_factory.mktemp('data'), train_per_class=40)
     config.num_epochs = 3
@@ -29,45 +29,45 @@ def exported(tmp_path_factory):
     return workdir, config.dataset, export.export(workdir, calibration_size=120)
 
 
-def test_every_format_agrees_with_the_jax_model(exported):
-    workdir, dataset, report = exported
+def test_every_format_agrees_with_the_jax_model(export_run):
+    workdir, dataset, report = export_run
     state, config, class_names, _ = inference.restore_for_inference(workdir)
     test = sources.load_split(dataset, 'test')
     jax_logits = np.asarray(export.logits_fn(state, config, len(class_names))(test.images))
-    for name in (export.FLOAT_TFLITE, export.ONNX):
-        logits = export.Runtime(os.path.join(workdir, 'export', name)).scores(test.images)
+    for name in (exported.FLOAT_TFLITE, exported.ONNX):
+        logits = exported.Runtime(os.path.join(workdir, 'export', name)).scores(test.images)
         np.testing.assert_allclose(logits, jax_logits, atol=1e-4 * np.abs(jax_logits).max())
-    int8 = export.Runtime(os.path.join(workdir, 'export', export.INT8_TFLITE))
+    int8 = exported.Runtime(os.path.join(workdir, 'export', exported.INT8_TFLITE))
     assert int8.input['dtype'] == np.uint8 and tuple(int8.input['shape']) == (1, 32, 32, 3)
     same_class = np.mean(int8.scores(test.images).argmax(-1) == jax_logits.argmax(-1))
     assert same_class >= 0.9, same_class
     # The report measured the same things.
     assert report['jax_test_accuracy'] == pytest.approx(
         np.mean(jax_logits.argmax(-1) == test.labels))
-    assert report['models'][export.INT8_TFLITE]['agrees_with_jax'] == pytest.approx(same_class)
+    assert report['models'][exported.INT8_TFLITE]['agrees_with_jax'] == pytest.approx(same_class)
     for name, model in report['models'].items():
         assert model['size_kb'] == pytest.approx(
             os.path.getsize(os.path.join(workdir, 'export', name)) / 1024)
         assert model['latency_ms'] > 0
-    with open(os.path.join(workdir, 'export', export.INFO)) as f:
+    with open(os.path.join(workdir, 'export', exported.INFO)) as f:
         assert json.load(f)['class_names'] == ['b', 'g', 'r']
 
 
-def test_exported_models_give_the_checkpoints_class_on_every_image_file(exported):
+def test_exported_models_give_the_checkpoints_class_on_every_image_file(export_run):
     """The deployed model is the evaluated one: its test-time views averaged in the graph."""
-    workdir, dataset, report = exported
+    workdir, dataset, report = export_run
     assert report['views'] == 'the image, its mirror image, 1-pixel shifts'
     files = sorted(glob.glob(os.path.join(dataset.removeprefix('folder:'), 'test', '*', '*')))
     from_checkpoint = [name for _, name, _ in inference.predict_files(workdir, files)]
-    for name in (export.FLOAT_TFLITE, export.ONNX):
-        predicted = export.predict_files(os.path.join(workdir, 'export', name), files)
+    for name in (exported.FLOAT_TFLITE, exported.ONNX):
+        predicted = exported.predict_files(os.path.join(workdir, 'export', name), files)
         assert [p for _, p, _ in predicted] == from_checkpoint, name
-    int8 = export.predict_files(os.path.join(workdir, 'export', export.INT8_TFLITE), files)
+    int8 = exported.predict_files(os.path.join(workdir, 'export', exported.INT8_TFLITE), files)
     assert np.mean([p == c for (_, p, _), c in zip(int8, from_checkpoint)]) >= 0.9
 
 
-def test_a_shipped_folder_predicts_as_its_run_and_names_no_local_path(exported, tmp_path):
-    workdir, dataset, _ = exported
+def test_a_shipped_folder_predicts_as_its_run_and_names_no_local_path(export_run, tmp_path):
+    workdir, dataset, _ = export_run
     shipped = str(tmp_path / 'shipped')
     ship.ship(workdir, shipped, dataset)
     files = sorted(glob.glob(os.path.join(dataset.removeprefix('folder:'), 'test', '*', '*')))
@@ -82,8 +82,8 @@ def test_a_shipped_folder_predicts_as_its_run_and_names_no_local_path(exported, 
         ship.ship(workdir, shipped, dataset)  # never into a folder already there
 
 
-def test_one_view_export_differs_from_the_averaged_one(exported, tmp_path):
-    workdir, dataset, _ = exported
+def test_one_view_export_differs_from_the_averaged_one(export_run, tmp_path):
+    workdir, dataset, _ = export_run
     state, config, class_names, _ = inference.restore_for_inference(workdir)
     images = sources.load_split(dataset, 'test').images
     averaged = np.asarray(export.logits_fn(state, config, len(class_names))(images))
@@ -91,22 +91,22 @@ def test_one_view_export_differs_from_the_averaged_one(exported, tmp_path):
     assert not np.allclose(averaged, one)
 
 
-def test_a_tflite_model_predicts_without_tensorflow(exported):
-    workdir, dataset, _ = exported
+def test_a_tflite_model_predicts_without_tensorflow(export_run):
+    workdir, dataset, _ = export_run
     image = os.path.join(dataset.removeprefix('folder:'), 'test', 'g', '0.png')
     [(_, expected, _)] = inference.predict_files(workdir, [image])
-    for name in (export.INT8_TFLITE, export.FLOAT_TFLITE):
+    for name in (exported.INT8_TFLITE, exported.FLOAT_TFLITE):
         result = without_tf('--mode=predict',
                             f'--exported={os.path.join(workdir, "export", name)}', image)
         assert result.returncode == 0, result.stderr[-2000:]
         path, predicted, probability = result.stdout.splitlines()[-2].split('\t')
         assert path == image and 0 < float(probability) <= 1
-        if name == export.FLOAT_TFLITE:
+        if name == exported.FLOAT_TFLITE:
             assert predicted == expected
 
 
-def test_missing_converter_is_named_with_the_install_command(exported, monkeypatch):
-    workdir, _, _ = exported
+def test_missing_converter_is_named_with_the_install_command(export_run, monkeypatch):
+    workdir, _, _ = export_run
     find_spec = export.importlib.util.find_spec
     monkeypatch.setattr(export.importlib.util, 'find_spec',
                         lambda name: None if name == 'jax2onnx' else find_spec(name))
@@ -115,8 +115,8 @@ def test_missing_converter_is_named_with_the_install_command(exported, monkeypat
         export.export(workdir)
 
 
-def test_unconvertible_model_is_refused_naming_the_layer(exported, monkeypatch):
-    workdir, _, _ = exported
+def test_unconvertible_model_is_refused_naming_the_layer(export_run, monkeypatch):
+    workdir, _, _ = export_run
 
     def failing(fn, calibration=None):
         raise RuntimeError('loc("jit(fn)/DSResNet/stage2_sepconv/depthwise/conv"): error: '
@@ -143,4 +143,4 @@ def test_an_exported_model_without_its_runtime_says_what_to_install(suffix, runt
                         lambda name, *args: None if name == runtime else find_spec(name, *args))
     with pytest.raises(InputError, match=rf"needs {runtime}, in the deploy extra: "
                                          r"pip install -e '\.\[deploy\]'"):
-        export.Runtime(str(model))
+        exported.Runtime(str(model))

@@ -14,7 +14,7 @@ from etils import epath
 from conftest import REPO
 from flax_cifar.data import arrays, types
 from flax_cifar.errors import InputError
-from flax_cifar.training import workdir_lock
+from flax_cifar.workdir import lock as workdir_lock
 
 
 def split(count: int, seed: int = 0) -> types.Split:

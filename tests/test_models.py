@@ -448,8 +448,8 @@ PARAMETERS = {'configs/default.py': 192_544, 'configs/airnet.py': 192_544,
 
 @pytest.mark.parametrize('config_file', CONFIG_FILES)
 def test_every_config_has_its_stated_parameter_count(config_file):
-    from flax_cifar.training import train_state
-    model = train_state.create_model(load_config(config_file), 10)
+    from flax_cifar.state import train_state
+    model = train_state.model_of(load_config(config_file), 10)
     assert models.param_count(init_params(model)) == PARAMETERS[config_file]
 
 

@@ -198,7 +198,7 @@ def test_evaluate_export_and_predict_use_the_gcs_workdir(straight, tmp_path, cap
     """In this process (its clients reach the same GCS server): what main.py's modes call."""
     import PIL.Image
 
-    from flax_cifar import export
+    from flax_cifar import export, exported
     from flax_cifar.evaluation import report
     workdir = 'gs://pod/straight'
     report.evaluate_checkpoint(workdir, 'best', None)
@@ -211,5 +211,5 @@ def test_evaluate_export_and_predict_use_the_gcs_workdir(straight, tmp_path, cap
     path = tmp_path / 'green.png'
     PIL.Image.fromarray(image.images[list(image.labels).index(1)]).save(path)
     for model in ('model.onnx', 'model_int8.tflite'):
-        [(_, predicted, _)] = export.predict_files(f'{workdir}/export/{model}', [str(path)])
+        [(_, predicted, _)] = exported.predict_files(f'{workdir}/export/{model}', [str(path)])
         assert predicted == 'g', model

@@ -8,9 +8,9 @@ import PIL.Image
 
 from configs import default
 from conftest import REPO
-from flax_cifar import export, models, ship
+from flax_cifar import exported, models, ship
 from flax_cifar.evaluation import inference
-from flax_cifar.training import checkpointing
+from flax_cifar.workdir import checkpointing
 
 SHIPPED = os.path.join(REPO, 'pretrained', 'default')
 
@@ -37,14 +37,14 @@ def test_shipped_models_predict_what_they_predicted_when_shipped(tmp_path):
     for i, image in enumerate(images):  # the int8 model through image files, as a user runs it
         paths.append(str(tmp_path / f'{i}.png'))
         PIL.Image.fromarray(image).save(paths[-1])
-    names = recorded(export.INFO)['class_names']
-    predicted = export.predict_files(os.path.join(SHIPPED, export.INT8_TFLITE), paths)
+    names = recorded(exported.INFO)['class_names']
+    predicted = exported.predict_files(os.path.join(SHIPPED, exported.INT8_TFLITE), paths)
     assert [name for _, name, _ in predicted] == [names[c] for c in fingerprint['int8_classes']]
 
 
 def test_readme_states_the_measured_accuracies():
-    report = recorded(export.INFO)
-    int8 = report['models'][export.INT8_TFLITE]['test_accuracy']
+    report = recorded(exported.INFO)
+    int8 = report['models'][exported.INT8_TFLITE]['test_accuracy']
     with open(os.path.join(REPO, 'README.md')) as f:
         readme = f.read()
     with open(os.path.join(SHIPPED, 'README.md')) as f:

@@ -12,8 +12,9 @@ import pytest
 from configs import smoke
 from conftest import REPO, rgb_arrays, smoke_config
 from flax_cifar.evaluation import inference
-from flax_cifar.training import optim, train, train_state
+from flax_cifar.state import optim, train_state
 from flax_cifar.training import step as step_lib
+from flax_cifar.training import train
 
 
 @pytest.fixture(scope='module')
@@ -118,7 +119,7 @@ def test_two_processes_load_their_own_shards_match_one_and_restore_in_one(
 def test_half_precision_computes_in_bfloat16_and_keeps_float32_parameters():
     config = smoke.get_config()
     config.half_precision = True
-    model = train_state.create_model(config)
+    model = train_state.model_of(config)
     tx = optim.create_optimizer(config, optim.create_learning_rate_fn(config, 10))
     state = train_state.create_train_state(jax.random.key(0), model, tx)
     rng = np.random.default_rng(0)

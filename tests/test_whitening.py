@@ -7,7 +7,8 @@ from configs import smoke
 from conftest import CONFIG_FILES, load_config
 from flax_cifar import validation
 from flax_cifar.errors import InputError
-from flax_cifar.training import optim, train_state, whitening
+from flax_cifar.state import optim, train_state
+from flax_cifar.training import whitening
 
 
 def correlated_images(n=40, seed=0):
@@ -55,13 +56,13 @@ def test_impossible_first_conv_widths_are_named(features):
 
 def test_frozen_kernel_neither_trains_nor_decays_while_the_rest_trains():
     config = smoke_with_whitening()
-    model = train_state.create_model(config)
+    model = train_state.model_of(config)
     tx = optim.create_optimizer(config, optim.create_learning_rate_fn(config, 10))
     state = train_state.create_train_state(jax.random.key(0), model, tx, ema=True)
     images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)), jnp.uint8)
     layer = config.stem_whitening
     initial = state.params[layer]['kernel']
-    state = train_state.whiten_layer(state, layer, images, config.normalize,
+    state = whitening.whiten_layer(state, layer, images, config.normalize,
                                      config.whitening_eps)
     kernel = state.params[layer]['kernel']
     assert kernel.shape == initial.shape and not np.allclose(kernel, initial)
@@ -87,7 +88,7 @@ def test_every_shipped_config_whitens_a_layer_that_reads_the_image(config_file):
     config = load_config(config_file)
     if not config.stem_whitening:
         return
-    model = train_state.create_model(config)
+    model = train_state.model_of(config)
     params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))['params']
     height, width, channels, _ = params[config.stem_whitening]['kernel'].shape
     assert channels == 3 and height == width  # it reads the RGB image: whitening can set it

@@ -4,17 +4,13 @@ TensorFlow), or a TFDS catalog name or 'folder:PATH' (tfds_source, the one Tenso
 CIFAR-10 is 180 MB as uint8, so each split is read once into a NumPy array and then held on
 the accelerator; augmentation and normalization run inside the jitted train step.
 """
-import os
 
-from flax_cifar.data.types import ARRAYS_PREFIX, Split
+from flax_cifar.data.types import ARRAYS_PREFIX, Split, dataset_path
 from flax_cifar.errors import InputError
 
 
 def _arrays_path(dataset: str) -> str | None:
-    if not dataset.startswith(ARRAYS_PREFIX):
-        return None
-    path = dataset[len(ARRAYS_PREFIX):]
-    return path if '://' in path else os.path.expanduser(path)
+    return dataset_path(dataset, ARRAYS_PREFIX)
 
 
 def _tfds_source():

@@ -20,7 +20,7 @@ import tensorflow_datasets as tfds
 from absl import logging as absl_logging
 
 from flax_cifar import errors
-from flax_cifar.data.types import FOLDER_PREFIX, IMAGE_SHAPE, Split
+from flax_cifar.data.types import FOLDER_PREFIX, IMAGE_SHAPE, Split, dataset_path
 from flax_cifar.errors import InputError
 from flax_cifar.storage import default_cache_dir
 
@@ -42,9 +42,7 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 
 
 def _folder_root(dataset: str) -> str | None:
-    if not dataset.startswith(FOLDER_PREFIX):
-        return None
-    return os.path.expanduser(dataset[len(FOLDER_PREFIX):])
+    return dataset_path(dataset, FOLDER_PREFIX)
 
 
 def _image_files(directory: str) -> list[str]:

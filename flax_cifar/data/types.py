@@ -1,5 +1,6 @@
 """What every part of the data path shares: the split type, the image shape, dataset names
 and the normalization. Imports nothing else of the project."""
+import os
 from typing import NamedTuple
 
 import jax
@@ -13,6 +14,12 @@ ARRAYS_PREFIX = 'arrays:'
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 NORMALIZATIONS = ('mean_std', 'centered')
+
+
+def dataset_path(dataset: str, prefix: str) -> str | None:
+    """PATH of a `prefix`PATH dataset name ('folder:~/cifar10', 'arrays:gs://b/c'), `~`
+    expanded; None for a name of another kind."""
+    return os.path.expanduser(dataset[len(prefix):]) if dataset.startswith(prefix) else None
 
 
 class Split(NamedTuple):

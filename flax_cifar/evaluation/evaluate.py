@@ -8,8 +8,8 @@ from flax_cifar.data import types
 from flax_cifar.data.host_data import HostSplit
 from flax_cifar.evaluation.views import predict_logits
 from flax_cifar.parallel import data_parallel
-from flax_cifar.training import optim
-from flax_cifar.training.train_state import TrainState
+from flax_cifar.state import optim
+from flax_cifar.state.train_state import TrainState
 
 
 def eval_step(state: TrainState, batch: dict, flip: bool = False, ema: bool = True,

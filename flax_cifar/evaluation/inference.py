@@ -14,8 +14,9 @@ from flax_cifar import validation
 from flax_cifar.data import types
 from flax_cifar.errors import InputError
 from flax_cifar.evaluation.views import average_views, test_time_views, view_images
-from flax_cifar.training import checkpointing, train_state
-from flax_cifar.training.train_state import inference_variables
+from flax_cifar.state import train_state
+from flax_cifar.state.train_state import inference_variables
+from flax_cifar.workdir import checkpointing
 
 
 def restore_for_inference(workdir: str, which: str = 'best'):
@@ -30,7 +31,7 @@ def restore_for_inference(workdir: str, which: str = 'best'):
     meta = checkpoints.read_meta(step)
     config = ml_collections.ConfigDict(meta['config'])
     class_names = meta['class_names']
-    model = train_state.create_model(config, len(class_names))
+    model = train_state.model_of(config, len(class_names))
     state = train_state.create_train_state(jax.random.key(0), model, optax.identity(),
                                            ema=validation.uses_ema(config))
     state = checkpoints.restore_weights(step, state, meta['architecture'])
@@ -97,6 +98,10 @@ def predict_files(workdir: str, paths: list[str], which: str = 'best') -> list[t
     the test-time views its config names."""
     images = np.stack([load_image(p) for p in paths])
     log_probs, class_names = log_probabilities(workdir, images, which)
-    probabilities = np.exp(log_probs)
+    return top_classes(paths, np.exp(log_probs), class_names)
+
+
+def top_classes(paths: list[str], probabilities: np.ndarray, class_names: list[str]) -> list:
+    """(path, class name, probability) of each row's most probable class."""
     return [(path, class_names[int(p.argmax())], float(p.max()))
             for path, p in zip(paths, probabilities)]

@@ -15,7 +15,7 @@ import numpy as np
 
 from flax_cifar import streams
 from flax_cifar.data import types
-from flax_cifar.training.train_state import TrainState, ema_of, inference_variables
+from flax_cifar.state.train_state import TrainState, ema_of, inference_variables
 
 
 def _batch_norm_moments(model: nn.Module, variables: dict, images: jax.Array) -> dict:

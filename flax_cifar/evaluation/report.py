@@ -9,7 +9,7 @@ from flax_cifar.data import sources
 from flax_cifar.evaluation import precise_bn
 from flax_cifar.evaluation.inference import ViewLogits, restore_for_inference
 from flax_cifar.evaluation.views import test_time_views
-from flax_cifar.training import train_state
+from flax_cifar.state import train_state
 
 # Test-time views whose accuracy `evaluate_checkpoint` reports beside the configured ones:
 # name -> (flip, translate).
@@ -96,7 +96,7 @@ def evaluate_checkpoint(workdir: str, which: str = 'best', dataset: str | None =
         stored_accuracy = accuracy_of(state)
         train = sources.load_split(dataset, 'train', config.data_dir, config.data_cache_dir)
         state = precise_bn.with_precise_stats(
-            state, train_state.create_model(config, len(class_names)), train.images,
+            state, train_state.model_of(config, len(class_names)), train.images,
             precise_bn_batches, config.batch_size, config.seed, config.normalize)
     test_logits = ViewLogits(state, test.images, config.eval_batch_size,
                              normalization=config.normalize)

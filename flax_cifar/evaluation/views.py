@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from flax_cifar.training.train_state import TrainState, inference_variables
+from flax_cifar.state.train_state import TrainState, inference_variables
 
 
 def test_time_views(config: ml_collections.ConfigDict) -> tuple[bool, int]:

@@ -8,12 +8,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from flax_cifar.models.kernels import (
-    DepthwiseConv,
-    PointwiseConv,
-    SubsampledConv,
-    max_pool_tiles,
-)
+from flax_cifar.models.kernels import DepthwiseConv, PointwiseConv, SubsampledConv
+from flax_cifar.models.pooling import max_pool_tiles
 
 # PyTorch's BatchNorm2d defaults (momentum 0.1 there is 0.9 here), as the seed used.
 BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
@@ -51,7 +47,7 @@ class Dropout(nn.Module):
 class Pool(nn.Module):
     """Average or max pooling as a module, so that it shows in the summary and the RF.
 
-    Max pooling over non-overlapping windows is `kernels.max_pool_tiles`: the same outputs,
+    Max pooling over non-overlapping windows is `pooling.max_pool_tiles`: the same outputs,
     and a backward pass of one elementwise loop, where `nn.max_pool`'s select-and-scatter is
     many times its forward on CPU (docs/speed.md). Only exact ties differ: their gradient is
     split between them instead of going to one.

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from flax_cifar.training.train_state import TrainState, ema_of, raw_variables
+from flax_cifar.state.train_state import TrainState, ema_of, raw_variables
 
 
 def ema_decay_at(step: jax.Array, decay: float, warmup: bool = True) -> jax.Array:
@@ -20,7 +20,7 @@ def ema_decay_at(step: jax.Array, decay: float, warmup: bool = True) -> jax.Arra
 class Lookahead(NamedTuple):
     """airbench's Lookahead (config.lookahead): every `every` steps from `start_step` on, the
     slow copy (state.ema) moves towards the weights by 1 - rho and the weights jump back to
-    it, rho = decay ** every * (step / total_steps) ** power: free early, averaging strongly
+    it, rho = decay ** every * (step / schedule_steps) ** power: free early, averaging strongly
     at the end. Every `reset_every` steps (each epoch's end, or the run's: airbench93's) the
     weights take the slow copy (rho = 1)."""
     every: int
@@ -28,17 +28,25 @@ class Lookahead(NamedTuple):
     power: float
     start_step: int
     reset_every: int
-    total_steps: int
+    schedule_steps: int
 
 
-def lookahead_of(config: ml_collections.ConfigDict, steps_per_epoch: int,
-                 total_steps: int) -> Lookahead | None:
+class Averaging(NamedTuple):
+    """What follows each step (update_average): Lookahead's move, or the moving average's
+    (ema_decay > 0 where the state keeps one), or nothing."""
+    ema_decay: float = 0.0
+    ema_warmup: bool = True
+    lookahead: Lookahead | None = None
+
+
+def averaging_of(config: ml_collections.ConfigDict, steps_per_epoch: int,
+                 schedule_steps: int) -> Averaging:
     settings = config.lookahead
-    if not settings.every:
-        return None
-    return Lookahead(settings.every, settings.decay, settings.power,
-                     settings.start_epoch * steps_per_epoch,
-                     steps_per_epoch if settings.sync_each_epoch else total_steps, total_steps)
+    lookahead = Lookahead(
+        settings.every, settings.decay, settings.power, settings.start_epoch * steps_per_epoch,
+        steps_per_epoch if settings.sync_each_epoch else schedule_steps,
+        schedule_steps) if settings.every else None
+    return Averaging(config.ema_decay, config.ema_warmup, lookahead)
 
 
 def lookahead_sync(state: TrainState, lookahead: Lookahead) -> TrainState:
@@ -49,7 +57,7 @@ def lookahead_sync(state: TrainState, lookahead: Lookahead) -> TrainState:
     sync = step % lookahead.every == 0
     moves = early | sync | (step % lookahead.reset_every == 0)
     rho = jnp.where(early, 0.0, jnp.where(
-        sync, lookahead.decay ** lookahead.every * (step / lookahead.total_steps)
+        sync, lookahead.decay ** lookahead.every * (step / lookahead.schedule_steps)
         ** lookahead.power, 1.0))
     weights = raw_variables(state)
     slow = jax.tree.map(lambda s, w: jnp.where(moves, w + rho * (s - w), s), state.ema, weights)
@@ -57,13 +65,12 @@ def lookahead_sync(state: TrainState, lookahead: Lookahead) -> TrainState:
     return state.replace(ema=slow, **weights)
 
 
-def update_average(state: TrainState, ema_decay: float, lookahead: Lookahead | None,
-                   ema_warmup: bool = True):
+def update_average(state: TrainState, averaging: Averaging) -> TrainState:
     """The state after its step's averaging: Lookahead's move, or the moving average's."""
-    if lookahead is not None:
-        return lookahead_sync(state, lookahead)
+    if averaging.lookahead is not None:
+        return lookahead_sync(state, averaging.lookahead)
     if ema_of(state) is not None:
-        decay = ema_decay_at(state.step, ema_decay, ema_warmup)
+        decay = ema_decay_at(state.step, averaging.ema_decay, averaging.ema_warmup)
         return state.replace(ema=optax.incremental_update(raw_variables(state), state.ema,
                                                           1.0 - decay))
     return state

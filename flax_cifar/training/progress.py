@@ -3,6 +3,7 @@ Accuracy=...`, `Test set: Average loss ...`), how far and how long, and a summar
 Only process 0 speaks."""
 import time
 
+import jax
 import numpy as np
 from tqdm import tqdm
 
@@ -88,6 +89,35 @@ class Console:
         self.epoch_seconds.append(seconds)
         self.say(f"\nTest set: Average loss: {result['loss']:.4f}, Accuracy: "
                  f"{result['correct']}/{result['count']} ({100 * result['accuracy']:.2f}%)")
+
+
+class RunLog:
+    """What the loop tells at its reports and epoch ends: the console (process 0's bar and
+    the seed's lines) and the metric writer (TensorBoard, metrics.jsonl)."""
+
+    def __init__(self, console: Console, writer, learning_rate_fn):
+        self.console, self.writer, self.learning_rate = console, writer, learning_rate_fn
+
+    def steps(self, step: int, done: int, pending: list, sums: EpochSums):
+        """The metrics of the steps up to `step` (`done` of its epoch) fetched, added to the
+        epoch's sums (raising on a non-finite loss), shown and written. Waits for these steps
+        only."""
+        fetched = jax.device_get(pending)
+        first = step - sum(np.atleast_1d(m['loss']).size for m in fetched) + 1
+        sums.add(fetched, first)
+        loss = float(np.atleast_1d(fetched[-1]['loss'])[-1])
+        rate = self.console.report(loss, done, sums)
+        self.writer.write_scalars(step, {
+            'train/loss': loss, 'train/learning_rate': self.learning_rate(step - 1),
+            **({'train/images_per_second': rate} if rate else {})})
+
+    def epoch(self, epoch: int, step: int, sums: EpochSums, seconds: float, result: dict):
+        self.console.end_epoch(result, seconds)
+        self.writer.write_epoch({
+            'epoch': epoch, 'step': step, 'epoch_time_s': seconds,
+            'learning_rate': float(self.learning_rate(step - 1)),
+            'train_loss': sums.loss / max(sums.count, 1), 'train_accuracy': sums.accuracy(),
+            'test_loss': result['loss'], 'test_accuracy': result['accuracy']})
 
 
 def summary(records: list[dict], workdir: str, files: list[str]) -> str:

@@ -11,7 +11,7 @@ from flax import traverse_util
 
 from configs import default
 from conftest import REPO
-from flax_cifar.training import train_state
+from flax_cifar.state import train_state
 
 
 def load_twin():
@@ -37,7 +37,7 @@ def to_torch(name: tuple, value: np.ndarray) -> torch.Tensor:
 def test_the_twin_computes_the_default_network():
     twin_module = load_twin()
     config = default.get_config()
-    model = train_state.create_model(config)
+    model = train_state.model_of(config)
     images = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype(np.float32)
     variables = model.init(jax.random.key(0), images, train=False)
     flat = traverse_util.flatten_dict(variables['params'])  # in the network's order

@@ -23,8 +23,9 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
-from flax_cifar import compat, errors, models, storage, validation
+from flax_cifar import errors, storage, validation
 from flax_cifar.errors import InputError
+from flax_cifar.workdir import compat
 
 BEST_METRIC = 'test_accuracy'
 
@@ -203,36 +204,17 @@ ARCHITECTURE_FIELDS = ('model', 'model_args')
 def architecture(config: ml_collections.ConfigDict) -> dict:
     """The part of `config` that fixes what a checkpoint holds, as plain JSON-able values:
     the parameter shapes, and whether a moving average of them is kept or the first conv
-    frozen (entries only when so, so that checkpoints from before these existed still
-    match)."""
+    frozen (compat.architecture_flags)."""
     plain = config.to_dict()
     fields = {name: plain[name] for name in ARCHITECTURE_FIELDS}
-    if validation.uses_ema(config):
-        fields['ema_decay'] = 'on'
-    if config.stem_whitening:  # a frozen kernel: the optimizer keeps no state for it
-        fields['stem_whitening'] = True
-    return _jsonable(fields)
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in sorted(value.items())}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _complete(architecture: dict) -> dict:
-    """Its model_args with the family's defaults for the fields left out: the network the
-    code builds from it, so that a field added with a default matches older checkpoints."""
-    defaults = _jsonable(models.default_args(architecture.get('model')))
-    return {**architecture,
-            'model_args': {**defaults, **_jsonable(architecture.get('model_args') or {})}}
+    fields.update(compat.architecture_flags(ema=validation.uses_ema(config),
+                                            whitened=bool(config.stem_whitening)))
+    return compat.jsonable(fields)
 
 
 def architecture_mismatch(saved: dict, current: dict) -> str | None:
     """'config.model_args.x: a in the checkpoint, b here' for the first difference, or None."""
-    saved, current = _complete(saved), _complete(current)
+    saved, current = compat.complete_architecture(saved), compat.complete_architecture(current)
 
     def walk(a, b, path):
         if isinstance(a, dict) and isinstance(b, dict):

@@ -4,6 +4,7 @@ import os
 import time
 
 from etils import epath  # local paths and gs:// alike
+from flax import traverse_util
 from tensorboardX import SummaryWriter  # TensorBoard event files without TensorFlow
 
 from flax_cifar import errors, storage
@@ -56,7 +57,7 @@ class MetricWriter:
         """The run's config as TensorBoard text and hyperparameters, at the run's start."""
         if not self.enabled:
             return
-        flat = {k: v for k, v in _flatten(config).items()
+        flat = {k: v for k, v in traverse_util.flatten_dict(config, sep='.').items()
                 if isinstance(v, (int, float, str, bool)) and v is not None}
         self._summary.add_text('config', '\n'.join(f'    {k} = {v!r}' for k, v in flat.items()))
         # In a folder of its own: tensorboardX names event files by the second, so a second
@@ -77,16 +78,6 @@ class MetricWriter:
     def close(self):
         if self.enabled and self._summary_writer is not None:
             self._summary_writer.close()
-
-
-def _flatten(tree: dict, prefix: str = '') -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f'{prefix}{key}.'))
-        else:
-            flat[f'{prefix}{key}'] = value
-    return flat
 
 
 def read_records(path: str, count_bad: bool = False):

@@ -9,7 +9,6 @@ from flax.training import train_state
 
 from flax_cifar import models
 from flax_cifar.data import types
-from flax_cifar.training import whitening
 
 
 class TrainState(train_state.TrainState):
@@ -40,7 +39,8 @@ def inference_variables(state: TrainState, ema: bool = True) -> dict:
     return raw_variables(state) if averaged is None else averaged
 
 
-def create_model(config: ml_collections.ConfigDict, num_classes: int = 10):
+def model_of(config: ml_collections.ConfigDict, num_classes: int = 10):
+    """config.model with config.model_args, in bfloat16 activations with config.half_precision."""
     dtype = jnp.bfloat16 if config.half_precision else jnp.float32
     return models.create_model(config.model, num_classes=num_classes, dtype=dtype,
                                **config.model_args)
@@ -60,15 +60,3 @@ def create_train_state(rng: jax.Array, model, tx: optax.GradientTransformation,
         return TrainState.create(apply_fn=model.apply, tx=tx, **variables)
     return create(rng)
 
-
-def whiten_layer(state: TrainState, layer: str, train_images: jax.Array, normalization: str,
-                 eps: float) -> TrainState:
-    """The state with `layer`'s kernel whitened (config.stem_whitening, config.normalize,
-    config.whitening_eps), its average too."""
-    kernel = whitening.kernel_like(state.params[layer]['kernel'], train_images, normalization,
-                                   eps)
-    state = state.replace(params=whitening.with_kernel(state.params, layer, kernel))
-    if ema_of(state) is not None:  # a buffer of its own: the step donates both
-        state = state.replace(ema={**state.ema, 'params': whitening.with_kernel(
-            state.ema['params'], layer, jnp.copy(kernel))})
-    return state

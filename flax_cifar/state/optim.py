@@ -1,11 +1,12 @@
 """The objective and the optimizer: smoothed cross-entropy, an optimizer and a learning-rate
 schedule chosen by name (OPTIMIZERS, SCHEDULES), and parameter rules from the config.
 
-Rules are regexes over parameter paths such as 'block1_conv1_bn/bias' (searched, so a
-pattern may match any part): `config.frozen` parameters never change, `config.lr_mults`
-and `config.wd_mults` ((pattern, multiplier) pairs, the first match wins) scale a
-parameter's learning rate and weight decay. A rule that matches no parameter stops the run
-at start (`check_rules`), so a renamed layer cannot silently escape its rule.
+Rules are regexes over whole parameter paths such as 'block1_conv1_bn/bias' (full matches:
+'block1_conv1' is not a rule for 'block1_conv10', '.*_bn/bias' is one for every BatchNorm
+bias). `config.frozen` parameters never change, `config.lr_mults` and `config.wd_mults`
+((pattern, multiplier) pairs, the first match wins) scale a parameter's learning rate and
+weight decay. A rule that matches no parameter stops the run at start (`check_rules`), so a
+renamed layer cannot silently escape its rule.
 """
 import re
 from collections.abc import Callable
@@ -24,35 +25,35 @@ def cross_entropy(logits, labels, label_smoothing: float = 0.0):
     return optax.softmax_cross_entropy(logits, targets)
 
 
-# Schedules: (config, total steps) -> optax schedule peaking at config.learning_rate.
+# Schedules: (config, schedule steps) -> optax schedule peaking at config.learning_rate.
 
-def _onecycle(config, total_steps):
+def _onecycle(config, schedule_steps):
     return optax.cosine_onecycle_schedule(
-        transition_steps=total_steps, peak_value=config.learning_rate,
+        transition_steps=schedule_steps, peak_value=config.learning_rate,
         pct_start=config.warmup_fraction, div_factor=config.onecycle_div_factor,
         final_div_factor=config.onecycle_final_div_factor)
 
 
-def _warmup_cosine(config, total_steps):
+def _warmup_cosine(config, schedule_steps):
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=config.learning_rate,
-        warmup_steps=int(config.warmup_fraction * total_steps), decay_steps=total_steps)
+        warmup_steps=int(config.warmup_fraction * schedule_steps), decay_steps=schedule_steps)
 
 
-def _constant(config, total_steps):
-    del total_steps
+def _constant(config, schedule_steps):
+    del schedule_steps
     return optax.constant_schedule(config.learning_rate)
 
 
-def _triangle(config, total_steps):
+def _triangle(config, schedule_steps):
     """airbench's: linear from learning_rate / onecycle_div_factor up to learning_rate at
     warmup_fraction of the steps, then linear down to that start / onecycle_final_div_factor."""
     start = config.learning_rate / config.onecycle_div_factor
-    warmup = max(1, int(config.warmup_fraction * total_steps))
+    warmup = max(1, int(config.warmup_fraction * schedule_steps))
     return optax.join_schedules([
         optax.linear_schedule(start, config.learning_rate, warmup),
         optax.linear_schedule(config.learning_rate, start / config.onecycle_final_div_factor,
-                              max(1, total_steps - warmup))], [warmup])
+                              max(1, schedule_steps - warmup))], [warmup])
 
 
 SCHEDULES = {'onecycle': _onecycle, 'warmup_cosine': _warmup_cosine, 'constant': _constant,
@@ -60,9 +61,9 @@ SCHEDULES = {'onecycle': _onecycle, 'warmup_cosine': _warmup_cosine, 'constant':
 
 
 def create_learning_rate_fn(config: ml_collections.ConfigDict,
-                            total_steps: int) -> optax.Schedule:
+                            schedule_steps: int) -> optax.Schedule:
     """The per-step learning rate; `config.learning_rate` is its peak."""
-    return SCHEDULES[config.schedule](config, total_steps)
+    return SCHEDULES[config.schedule](config, schedule_steps)
 
 
 # Parameter rules.
@@ -72,7 +73,7 @@ def path_of(path: tuple) -> str:
 
 
 def _matches(pattern: str, path: tuple) -> bool:
-    return re.search(pattern, path_of(path)) is not None
+    return re.fullmatch(pattern, path_of(path)) is not None
 
 
 def _first_match(pairs, path: tuple, default: float) -> float:
@@ -109,8 +110,8 @@ def check_rules(config: ml_collections.ConfigDict, params) -> None:
             raise ConfigError(f'{field}: {pattern!r} is not a regular expression ({e})') from None
         if not matched:
             raise ConfigError(f'{field}: {pattern!r} matches no parameter of '
-                              f'config.model={config.model!r} (paths look like '
-                              f'{path_of(paths[0])!r})')
+                              f'config.model={config.model!r} (a pattern matches whole paths, '
+                              f'which look like {path_of(paths[0])!r})')
 
 
 def _tree(fn: Callable[[tuple, jax.Array], object]):
@@ -190,7 +191,18 @@ def muon_for_matrices(config, learning_rate_fn):
         *((normalize_weights(),) if config.muon_normalize_weights else ()))
 
 
-OPTIMIZERS = {'sgd': sgd, 'adamw': adamw, 'muon': sgd}  # muon: SGD beside Muon's matrices
+def muon(config, learning_rate_fn) -> dict:
+    """Muon for the dense and pointwise conv kernels (is_matrix_kernel), SGD for the rest."""
+    return {'trained': sgd(config, learning_rate_fn),
+            'muon': muon_for_matrices(config, learning_rate_fn)}
+
+
+# config.optimizer: (config, schedule) -> {group: transformation}. 'trained' takes every
+# trained parameter that no other group claims. The names are those of the optimizer state's
+# groups, which checkpoints hold.
+OPTIMIZERS = {'sgd': lambda config, schedule: {'trained': sgd(config, schedule)},
+              'adamw': lambda config, schedule: {'trained': adamw(config, schedule)},
+              'muon': muon}
 
 
 def freeze_after(config, steps_per_epoch: int | None):
@@ -210,23 +222,19 @@ def freeze_after(config, steps_per_epoch: int | None):
 
 def create_optimizer(config: ml_collections.ConfigDict, learning_rate_fn: optax.Schedule,
                      steps_per_epoch: int | None = None) -> optax.GradientTransformation:
-    """config.optimizer for the trained parameters; none for the frozen (no update, decay or
-    momentum); with 'muon', Muon for the dense and pointwise conv kernels."""
-    trained = OPTIMIZERS[config.optimizer](config, learning_rate_fn)
+    """config.optimizer's groups for the trained parameters (OPTIMIZERS); none for the frozen
+    (no update, decay or momentum)."""
+    groups = OPTIMIZERS[config.optimizer](config, learning_rate_fn)
     if config.frozen_after_epochs:
-        trained = optax.chain(trained, freeze_after(config, steps_per_epoch))
+        groups['trained'] = optax.chain(groups['trained'],
+                                        freeze_after(config, steps_per_epoch))
+    if not frozen_patterns(config) and len(groups) == 1:
+        return groups['trained']
     is_frozen = frozen_test(config)
-    use_muon = config.optimizer == 'muon'
-    if not frozen_patterns(config) and not use_muon:
-        return trained
 
     def group(path, param):
         if is_frozen(path):
             return 'frozen'
-        return 'muon' if use_muon and is_matrix_kernel(path, param) else 'trained'
+        return 'muon' if 'muon' in groups and is_matrix_kernel(path, param) else 'trained'
 
-    # The group names are those of the optimizer state that checkpoints hold.
-    transforms = {'trained': trained, 'frozen': optax.set_to_zero()}
-    if use_muon:
-        transforms['muon'] = muon_for_matrices(config, learning_rate_fn)
-    return optax.multi_transform(transforms, _tree(group))
+    return optax.multi_transform({**groups, 'frozen': optax.set_to_zero()}, _tree(group))
