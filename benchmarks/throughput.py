@@ -110,7 +110,7 @@ def measure(config) -> dict:
     learning_rate_fn = optim.create_learning_rate_fn(config, plan.schedule_steps)
     state = train_state.create_train_state(
         jax.random.key(config.seed), model, optim.create_optimizer(config, learning_rate_fn),
-        ema=validation.uses_ema(config))
+        ema=validation.keeps_average(config))
     train_fn = step_lib.make_train_fn(config, mesh, plan.steps_per_epoch, plan.schedule_steps)
     order = data_parallel.by_host(mesh, data_parallel.host_block(
         host_data.epoch_order(config.seed, 0, data.num_train, data.shards)))

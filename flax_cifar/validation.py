@@ -205,7 +205,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
     optim.check_rules(config, params)
 
 
-def uses_ema(config: ml_collections.ConfigDict) -> bool:
+def keeps_average(config: ml_collections.ConfigDict) -> bool:
     """Whether the run keeps a second copy of its weights: a moving average
     (config.ema_decay > 0) or Lookahead's slow weights (config.lookahead.every > 0)."""
     return config.ema_decay > 0 or config.lookahead.every > 0

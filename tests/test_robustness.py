@@ -71,7 +71,7 @@ def same_trees(a, b):
 def same_states(a, b):
     """Bit-identical step, parameters, BatchNorm statistics and weight average (the
     optimizer state shows in them: a step after a resume with another would differ)."""
-    of = lambda s: (s.step, s.params, s.batch_stats, train_state.ema_of(s))
+    of = lambda s: (s.step, s.params, s.batch_stats, train_state.average_of(s))
     return same_trees(of(a), of(b))
 
 

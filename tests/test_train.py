@@ -313,9 +313,9 @@ def test_resume_equals_the_uninterrupted_run(learnable_folder, tmp_path, options
         assert int(resumed.step) == int(whole.step) == 36
         same = jax.tree.map(np.array_equal,
                             (whole.params, whole.batch_stats, whole.opt_state,
-                             train_state.ema_of(whole)),
+                             train_state.average_of(whole)),
                             (resumed.params, resumed.batch_stats, resumed.opt_state,
-                             train_state.ema_of(resumed)))
+                             train_state.average_of(resumed)))
         assert all(jax.tree.leaves(same)), resume_step
         assert without_time(cut) == without_time(tmp_path / 'whole'), resume_step
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from flax_cifar import streams
 from flax_cifar.data import types
-from flax_cifar.state.train_state import TrainState, ema_of, inference_variables
+from flax_cifar.state.train_state import TrainState, average_of, inference_variables
 
 
 def _batch_norm_moments(model: nn.Module, variables: dict, images: jax.Array) -> dict:
@@ -76,6 +76,6 @@ def with_precise_stats(state: TrainState, model: nn.Module, images: np.ndarray,
     variables = inference_variables(state)
     stats = precise_batch_stats(model, variables, images, num_batches, batch_size,
                                 streams.key(seed, streams.PRECISE_BN), normalization)
-    if ema_of(state) is not None:
+    if average_of(state) is not None:
         return state.replace(ema={**state.ema, 'batch_stats': stats})
     return state.replace(batch_stats=stats)

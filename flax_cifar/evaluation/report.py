@@ -119,7 +119,7 @@ def evaluate_checkpoint(workdir: str, which: str = 'best', dataset: str | None =
           f'config.eval_translate); ' + ', '.join(
               f'{name}: {100 * accuracy:.2f}%' for name, accuracy in view_accuracies.items()))
     raw_accuracy = None
-    if train_state.ema_of(state) is not None:
+    if train_state.average_of(state) is not None:
         raw_accuracy = accuracy_of(state, ema=False)
         print(f'{evaluated_average(config)}; the weights themselves: {100 * raw_accuracy:.2f}%')
     print(format_report(matrix, class_names))

@@ -24,7 +24,9 @@ class EmaTrainState(TrainState):
     ema: Any
 
 
-def ema_of(state: TrainState):
+def average_of(state: TrainState):
+    """The weight average the state keeps (a moving average or Lookahead's slow copy, both in
+    the field `ema`, its name in checkpoints), or None."""
     return state.ema if isinstance(state, EmaTrainState) else None
 
 
@@ -35,7 +37,7 @@ def raw_variables(state: TrainState) -> dict:
 def inference_variables(state: TrainState, ema: bool = True) -> dict:
     """The moving average of the weights where the state has one (unless ema=False), else
     the weights themselves."""
-    averaged = ema_of(state) if ema else None
+    averaged = average_of(state) if ema else None
     return raw_variables(state) if averaged is None else averaged
 
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from flax_cifar.state.train_state import TrainState, ema_of, raw_variables
+from flax_cifar.state.train_state import TrainState, average_of, raw_variables
 
 
 def ema_decay_at(step: jax.Array, decay: float, warmup: bool = True) -> jax.Array:
@@ -69,7 +69,7 @@ def update_average(state: TrainState, averaging: Averaging) -> TrainState:
     """The state after its step's averaging: Lookahead's move, or the moving average's."""
     if averaging.lookahead is not None:
         return lookahead_sync(state, averaging.lookahead)
-    if ema_of(state) is not None:
+    if average_of(state) is not None:
         decay = ema_decay_at(state.step, averaging.ema_decay, averaging.ema_warmup)
         return state.replace(ema=optax.incremental_update(raw_variables(state), state.ema,
                                                           1.0 - decay))

@@ -135,7 +135,7 @@ def _initial_state(config, model, mesh, data, plan, learning_rate_fn, checkpoint
     state = train_state.create_train_state(
         streams.key(config.seed, streams.INIT), model,
         optim.create_optimizer(config, learning_rate_fn, plan.steps_per_epoch),
-        ema=validation.uses_ema(config))
+        ema=validation.keeps_average(config))
     # Replicated over the mesh before restoring, so that each process restores its own
     # copies: a restored array moved there afterwards would need a cross-host transfer.
     replicated = NamedSharding(mesh, P())

@@ -15,7 +15,7 @@ from jax import lax
 
 from flax_cifar.data import types
 from flax_cifar.errors import InputError
-from flax_cifar.state.train_state import TrainState, ema_of
+from flax_cifar.state.train_state import TrainState, average_of
 
 NUM_IMAGES = 5000   # training images whose patches estimate the covariance
 CHUNK = 500         # images per slice of the estimate: patches of 5000 take ~0.5 GB at once
@@ -77,7 +77,7 @@ def whiten_layer(state: TrainState, layer: str, train_images: jax.Array, normali
     config.whitening_eps), its average too."""
     kernel = kernel_like(state.params[layer]['kernel'], train_images, normalization, eps)
     state = state.replace(params=with_kernel(state.params, layer, kernel))
-    if ema_of(state) is not None:  # a buffer of its own: the step donates both
+    if average_of(state) is not None:  # a buffer of its own: the step donates both
         state = state.replace(ema={**state.ema, 'params': with_kernel(
             state.ema['params'], layer, jnp.copy(kernel))})
     return state

@@ -207,7 +207,7 @@ def architecture(config: ml_collections.ConfigDict) -> dict:
     frozen (compat.architecture_flags)."""
     plain = config.to_dict()
     fields = {name: plain[name] for name in ARCHITECTURE_FIELDS}
-    fields.update(compat.architecture_flags(ema=validation.uses_ema(config),
+    fields.update(compat.architecture_flags(ema=validation.keeps_average(config),
                                             whitened=bool(config.stem_whitening)))
     return compat.jsonable(fields)
 
