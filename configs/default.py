@@ -98,8 +98,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.learning_rate = 1.5         # peak learning rate of the schedule
     config.schedule = 'triangle'       # 'onecycle', 'warmup_cosine', 'triangle' or 'constant'
     config.warmup_fraction = 0.23      # share of the steps spent rising to the peak
-    config.onecycle_div_factor = 5.0   # onecycle and triangle start at learning_rate / this
-    config.onecycle_final_div_factor = 0.2 / 0.07  # and end at the start value / this
+    config.start_div_factor = 5.0      # onecycle and triangle start at learning_rate / this
+    config.final_div_factor = 0.2 / 0.07  # and end at the start value / this
     config.momentum = 0.85             # SGD's (and Muon's companion SGD's)
     config.nesterov = True
     config.adam_b1 = 0.9               # AdamW's moment decays and epsilon

@@ -34,8 +34,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.learning_rate = 0.2
     config.schedule = 'onecycle'
     config.warmup_fraction = 0.25
-    config.onecycle_div_factor = 25.0
-    config.onecycle_final_div_factor = 1e4
+    config.start_div_factor = 25.0
+    config.final_div_factor = 1e4
     config.momentum = 0.9
     config.weight_decay = 5e-4
     config.label_smoothing = 0.1

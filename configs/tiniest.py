@@ -50,8 +50,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.learning_rate = 0.02
     config.schedule = 'onecycle'
     config.warmup_fraction = 0.01
-    config.onecycle_div_factor = 25.0
-    config.onecycle_final_div_factor = 0.4
+    config.start_div_factor = 25.0
+    config.final_div_factor = 0.4
     config.weight_decay = 0.01       # PyTorch AdamW's default, on every parameter
     config.wd_mults = (('.*', 1.0),)
     # Evaluated: a moving average of the weights (decay 0.999 from the first step on).

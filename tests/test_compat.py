@@ -20,8 +20,11 @@ def test_checkpoint_saved_before_a_field_rename_still_matches_its_network():
 
 def test_earlier_fields_read_as_todays():
     old = {'model': 'seed', 'model_args': {}, 'stem_whitening': True, 'bn_bias_lr_scale': 64.0,
-           'muon_learning_rate': 0.6}
+           'muon_learning_rate': 0.6, 'onecycle_div_factor': 25.0,
+           'onecycle_final_div_factor': 1e4}
     config = compat.upgrade_config(old)
+    assert (config['start_div_factor'], config['final_div_factor']) == (25.0, 1e4)
+    assert 'onecycle_div_factor' not in config
     assert config['model'] == 'seednet' and config['stem_whitening'] == 'unit1_conv'
     assert config['lr_mults'] == (('.*_bn/bias', 64.0),) and 'bn_bias_lr_scale' not in config
     assert config['optimizer'] == 'muon' and config['normalize'] == 'mean_std'

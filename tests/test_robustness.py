@@ -319,7 +319,7 @@ BAD_VALUES = {
     'batch_size': 0, 'eval_batch_size': -1, 'eval_flip': 0, 'eval_translate': 16,
     'num_epochs': 0, 'num_train_steps': 0, 'schedule_epochs': -1, 'optimizer': 'lion',
     'learning_rate': 0.0, 'schedule': 'step', 'warmup_fraction': 1.0,
-    'onecycle_div_factor': 0.0, 'onecycle_final_div_factor': -1.0, 'momentum': 1.0,
+    'start_div_factor': 0.0, 'final_div_factor': -1.0, 'momentum': 1.0,
     'nesterov': 'no', 'adam_b1': 1.0, 'adam_b2': -0.1, 'adam_eps': 0.0, 'weight_decay': -1e-4,
     'label_smoothing': 1.0, 'frozen': 'stem', 'lr_mults': (('x', -1.0),),
     'frozen_after_epochs': (('stem', 1.5),),

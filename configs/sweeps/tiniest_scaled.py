@@ -18,7 +18,7 @@ def get_sweep():
             'num_epochs': 15, 'schedule_epochs': 0,
             # One cycle over the 15 epochs: up in 0.75 of an epoch, then down to 1/1000 of
             # the peak (tiniest's own ends at 1/10 after 200 epochs).
-            'warmup_fraction': 0.05, 'onecycle_final_div_factor': 40.0,
+            'warmup_fraction': 0.05, 'final_div_factor': 40.0,
             # Mixup rising to 0.1 over the run (tiniest's bound at its epoch 15 is 0.075).
             'mixup_max': 0.1, 'mixup_ramp': 1.0,
             # The average follows the weights from the start (15 epochs are 2,925 steps).

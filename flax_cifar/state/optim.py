@@ -30,8 +30,8 @@ def cross_entropy(logits, labels, label_smoothing: float = 0.0):
 def _onecycle(config, schedule_steps):
     return optax.cosine_onecycle_schedule(
         transition_steps=schedule_steps, peak_value=config.learning_rate,
-        pct_start=config.warmup_fraction, div_factor=config.onecycle_div_factor,
-        final_div_factor=config.onecycle_final_div_factor)
+        pct_start=config.warmup_fraction, div_factor=config.start_div_factor,
+        final_div_factor=config.final_div_factor)
 
 
 def _warmup_cosine(config, schedule_steps):
@@ -46,13 +46,13 @@ def _constant(config, schedule_steps):
 
 
 def _triangle(config, schedule_steps):
-    """airbench's: linear from learning_rate / onecycle_div_factor up to learning_rate at
-    warmup_fraction of the steps, then linear down to that start / onecycle_final_div_factor."""
-    start = config.learning_rate / config.onecycle_div_factor
+    """airbench's: linear from learning_rate / start_div_factor up to learning_rate at
+    warmup_fraction of the steps, then linear down to that start / final_div_factor."""
+    start = config.learning_rate / config.start_div_factor
     warmup = max(1, int(config.warmup_fraction * schedule_steps))
     return optax.join_schedules([
         optax.linear_schedule(start, config.learning_rate, warmup),
-        optax.linear_schedule(config.learning_rate, start / config.onecycle_final_div_factor,
+        optax.linear_schedule(config.learning_rate, start / config.final_div_factor,
                               max(1, schedule_steps - warmup))], [warmup])
 
 

@@ -6,6 +6,9 @@ from flax_cifar import models
 # Renamed model fields: {(model, old name): (new name, new value from the old)}.
 RENAMED_MODEL_ARGS = {('airnet', 'dense_first'): ('dense_convs', lambda first: int(bool(first)))}
 RENAMED_MODELS = {'seed': 'seednet'}
+# Renamed config fields: {old name: new name}.
+RENAMED_FIELDS = {'onecycle_div_factor': 'start_div_factor',
+                  'onecycle_final_div_factor': 'final_div_factor'}
 # The layer each network whitened when config.stem_whitening was True or False.
 WHITENED_LAYERS = {'seednet': 'unit1_conv', 'dsresnet': 'stem_conv', 'airnet': 'whiten_conv',
                    'splitnet': 'whiten_conv'}
@@ -21,7 +24,7 @@ ADDED_FIELDS = {'normalize': 'mean_std', 'optimizer': 'sgd', 'ema_warmup': True,
 
 def upgrade_config(config: dict) -> dict:
     """A saved config (a dict) with today's field names and values."""
-    config = dict(config)
+    config = {RENAMED_FIELDS.get(name, name): value for name, value in config.items()}
     config['model'] = RENAMED_MODELS.get(config.get('model'), config.get('model'))
     args = dict(config.get('model_args') or {})
     for (model, old), (new, convert) in RENAMED_MODEL_ARGS.items():
