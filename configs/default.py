@@ -25,6 +25,8 @@ def get_config() -> ml_collections.ConfigDict:
         block_dilations=(2, 2, 1),        # kernel_dilation of each block's later convs
         pool_after=(1, 1, 1),             # each block's 2x2 max pool follows this conv
         group_channels=1,                 # channels per group of the undilated 3x3 kernels
+        block_expansions=(1, 1, 1),       # >1: inverted residuals (separable convs' inputs
+                                          # widened this many times by a 1x1 conv first)
         dense_convs=1,                    # block 1's first 3x3 conv dense (24 inputs)
         depthwise=True,                   # true depthwise 3x3 convs elsewhere
         residual=False,                   # shortcuts around each block's later convs

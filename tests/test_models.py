@@ -378,6 +378,12 @@ def test_airnet_options_change_what_they_name():
     ({'group_channels': 2}, 197_152, [(15, 15, 64), (7, 7, 192), (3, 3, 256)]),
     ({'group_channels': 4, 'block_features': (64, 192, 240)}, 194_592,
      [(15, 15, 64), (7, 7, 192), (3, 3, 240)]),
+    # Inverted residuals in blocks 2 and 3: each separable conv's input widened 4x (2x) by a
+    # 1x1 conv with its BN first; narrower blocks pay for them.
+    ({'block_expansions': (1, 4, 4), 'block_features': (64, 64, 80)}, 184_480,
+     [(15, 15, 64), (7, 7, 64), (3, 3, 80)]),
+    ({'block_expansions': (1, 2, 2), 'block_features': (64, 96, 128)}, 194_208,
+     [(15, 15, 64), (7, 7, 96), (3, 3, 128)]),
 ])
 def test_airnet_layouts_and_their_parameter_counts(layout, parameters, pooled):
     model = airnet.AirNet(**layout)
@@ -390,11 +396,19 @@ def test_airnet_layouts_and_their_parameter_counts(layout, parameters, pooled):
     assert params['block2_conv2']['depthwise']['kernel'].shape[2] == 1  # dilated: depthwise
     shapes = {r.path: r.output_shape for r in rows}
     late = layout.get('pool_after') == (2, 2, 2)
-    assert shapes['block2_conv2/pointwise'] == ((15, 15, 192) if late else (7, 7, 192))
+    width = layout.get('block_features', (64, 192))[1]
+    assert shapes['block2_conv2/pointwise'] == ((15, 15, width) if late else (7, 7, width))
+    expansion = layout.get('block_expansions', (1, 1, 1))
+    assert ('block1_conv2_expand' in params) == (expansion[0] > 1)
+    if expansion[1] > 1:  # the depthwise 3x3 runs at the widened width
+        assert params['block2_conv2_expand']['kernel'].shape == (1, 1, width, width * expansion[1])
+        assert params['block2_conv2']['depthwise']['kernel'].shape[-1] == width * expansion[1]
 
 
 def test_airnet_pool_position_is_checked():
     x = jnp.ones((1, 32, 32, 3))
+    with pytest.raises(InputError, match=r'block_expansions=\(1, 0\) needs a factor >= 1'):
+        airnet.AirNet(block_expansions=(1, 0)).init(jax.random.key(0), x)
     with pytest.raises(InputError, match=r'pool_after=\(1, 3, 1\) must name one conv'):
         airnet.AirNet(pool_after=(1, 3, 1)).init(jax.random.key(0), x)
     with pytest.raises(InputError, match='residual=True .* needs pool_after=1'):

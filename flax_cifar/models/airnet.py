@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from flax_cifar.errors import InputError
+from flax_cifar.models.kernels import PointwiseConv
 from flax_cifar.models.layers import ACTIVATIONS, Network, Pool, SeparableConv, dirac_init
 
 # Weight initializers: Flax's default, or PyTorch's (kaiming_uniform(a=sqrt(5))).
@@ -21,7 +22,9 @@ class AirNet(Network):
     `pool_after` (airbench: the first, before its BN). Every conv is depthwise-separable (a
     depthwise 3x3 and a pointwise 1x1) except the first `dense_convs`, dense 3x3 convs where
     the resolution is high and channels few; `group_channels` > 1 makes the undilated 3x3
-    kernels grouped, that many channels a group (the dilated stay depthwise). A final max
+    kernels grouped, that many channels a group (the dilated stay depthwise); `block_expansions` > 1
+    widens each separable conv's input first (MobileNetV2's inverted residual: few
+    parameters in the 3x3, much computation). A final max
     pool over what is left, a dense classifier scaled by `head_scale` (airbench: 1/9, logits
     that start small keep the high learning rate stable).
     """
@@ -32,6 +35,8 @@ class AirNet(Network):
     block_dilations: Sequence[int] = (2, 2, 1)     # of each block's convs after the first
     pool_after: Sequence[int] = (1, 1, 1)          # each block pools after this conv (1-based)
     group_channels: int = 1         # channels per group of the undilated 3x3 kernels
+    block_expansions: Sequence[int] = (1, 1, 1)    # >1: a block's separable convs widen
+                                    # their input this many times first (1x1 conv, BN, act)
     dense_convs: int = 1            # the first N convs (in order) dense, not separable
     depthwise: bool = True          # feature_group_count=in_features in the separable convs
     residual: bool = False          # x + conv(x) around the convs after each block's first
@@ -60,6 +65,9 @@ class AirNet(Network):
                 1 <= p <= d for p, d in zip(self.pool_after, self.block_depths)):
             raise InputError(f'config.model_args.pool_after={tuple(self.pool_after)} must name '
                              f'one conv of each block (depths {tuple(self.block_depths)})')
+        if len(self.block_expansions) < len(self.block_depths) or min(self.block_expansions) < 1:
+            raise InputError(f'config.model_args.block_expansions={tuple(self.block_expansions)} '
+                             f'needs a factor >= 1 for each block')
         if self.residual and any(p > 1 for p in self.pool_after):
             raise InputError('config.model_args.residual=True adds each conv after the first '
                              'to its input: it needs pool_after=1 in every block')
@@ -80,12 +88,18 @@ class AirNet(Network):
                     y = nn.Conv(features, (3, 3), padding=d, kernel_dilation=d, use_bias=False,
                                 kernel_init=init, dtype=self.dtype, name=name)(x)
                 else:
+                    inner = x
+                    expansion = self.block_expansions[b]
+                    if expansion > 1:  # MobileNetV2's inverted residual
+                        inner = PointwiseConv(x.shape[-1] * expansion, self.dtype, init,
+                                              name=f'{name}_expand')(x)
+                        inner = act(norm(name=f'{name}_expand_bn')(inner))
                     y = SeparableConv(features, d, padding=d, depthwise=self.depthwise,
                                       dtype=self.dtype,
                                       implementation=self.depthwise_implementation,
                                       kernel_init=init, spatial_init=spatial_init,
                                       channels_per_group=self.group_channels if d == 1 else 1,
-                                      name=name)(x)
+                                      name=name)(inner)
                 if c + 1 == self.pool_after[b]:
                     y = Pool('max', 2, 2, name=f'block{b + 1}_pool')(y)
                 y = act(norm(name=f'{name}_bn')(y))
