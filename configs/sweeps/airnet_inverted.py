@@ -6,7 +6,8 @@ default.
   python -m flax_cifar.sweep configs/sweeps/airnet_inverted.py --root sweeps/airnet_inverted \
       --override dataset=folder:/path/to/cifar10
 
-Results: docs/search.md's layout table (not run yet).
+Results (docs/search.md): means of seeds 0-1, inverted4 82.08%, inverted2 82.99%, default
+83.06%: no gain.
 """
 
 
