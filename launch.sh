@@ -36,7 +36,7 @@ Flags:
   --dry-run           print every gcloud command instead of running it
   -h, --help          this help
 
-Anything after -- goes to main.py, e.g. -- --config.num_epochs=30
+Anything after -- goes to main.py, e.g. -- --config.train.epochs=30
 USAGE
 }
 

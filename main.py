@@ -48,7 +48,7 @@ def parse_flags(argv: list[str]) -> list[str]:
             FLAGS.config.get('seed')  # a config file that failed to load raises here
     except flags.Error as e:
         sys.exit(f'error: {e}')
-    except AttributeError as e:  # --config.<key> names no field; ml_collections suggests one
+    except (AttributeError, KeyError) as e:  # --config.<key> names no field (or section)
         sys.exit(f'error: {unknown_field_message(str(e), argv)}')
     except (OSError, ValueError, TypeError, SyntaxError, ImportError) as e:
         sys.exit(f'error: --config: {type(e).__name__}: {str(e).strip().splitlines()[-1].strip()}')
@@ -60,9 +60,12 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def unknown_field_message(error: str, argv: list[str]) -> str:
     """'--config.<key>: no such field (did you mean ...)' from ml_collections' AttributeError."""
+    from flax_cifar.workdir import compat
     name = re.search(r"[A-Za-z_]\w*", error).group()
     keys = [arg[len('--config.'):].split('=')[0] for arg in argv if arg.startswith('--config.')]
-    key = next((k for k in keys if k.split('.')[-1] == name), name)
+    key = next((k for k in keys if name in k.split('.')), name)
+    if compat.moved_key(key):
+        return f'--config.{key}: the field is now --config.{compat.moved_key(key)}'
     suggestion = re.search(r'Did you mean "([^"]+)"', error)
     hint = f'; did you mean {suggestion.group(1)!r}?' if suggestion else ''
     return f'--config.{key}: the config has no such field{hint}'
@@ -110,9 +113,9 @@ def main(argv):
 
     xla_options.use_compilation_cache(every_program=FLAGS.mode in ('predict', 'evaluate'))
     if FLAGS.mode == 'train':
-        distributed.maybe_initialize(FLAGS.config)  # before JAX touches any device
+        distributed.maybe_initialize(FLAGS.config.distributed)  # before JAX touches any device
     try:
-        dataset = FLAGS.config.dataset if FLAGS.config else None
+        dataset = FLAGS.config.data.dataset if FLAGS.config else None
         if FLAGS.mode == 'predict' and FLAGS.exported:
             from flax_cifar import exported
             predictions = exported.predict_files(FLAGS.exported, argv[1:])

@@ -50,7 +50,7 @@ case "${1:-}" in
     fi
     status=0
     "$python" -m flax_cifar.sweep "$sweep_file" --root "$out/runs" --parallel "$parallel" \
-      "${gpu_flags[@]}" --override "dataset=arrays:$out/arrays" || status=$?
+      "${gpu_flags[@]}" --override "data.dataset=arrays:$out/arrays" || status=$?
     # Everything small, also after a failed run: the table says which runs finished.
     (cd "$out" && find runs \( -name checkpoints -o -name tensorboard \) -prune -o -type f -print \
       | tar -czf results.tar.gz -T -)

@@ -2,7 +2,7 @@
 
   python benchmarks/layer_profile.py --config configs/seednet.py [--steps 5]
 
-Runs the model once in train mode on a random batch of config.batch_size, records every leaf
+Runs the model once in train mode on a random batch of config.train.batch_size, records every leaf
 layer's call (convs, BatchNorm, dropout, pooling, dense: the rows of the summary table) with
 its input, then times each layer alone, jitted: its forward, and its forward plus the
 backward pass to its parameters and its input (median of --steps calls after a warm-up).
@@ -81,7 +81,7 @@ def main(argv):
     del argv
     config = FLAGS.config
     model = train_state.model_of(config)
-    x = jax.random.normal(jax.random.key(0), (config.batch_size, 32, 32, 3), jnp.float32)
+    x = jax.random.normal(jax.random.key(0), (config.train.batch_size, 32, 32, 3), jnp.float32)
     rows = []
     for path, layer, layer_input in leaf_calls(model, x):
         forward, both = time_layer(layer, layer_input)

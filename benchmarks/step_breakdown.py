@@ -3,7 +3,7 @@
   python benchmarks/step_breakdown.py --config configs/seednet.py \
       [--config.model_args.dropout_rate=0]
 
-Times each piece, jitted, on a random batch of config.batch_size (mean of --steps calls after
+Times each piece, jitted, on a random batch of config.train.batch_size (mean of --steps calls after
 one warm-up call), so that e.g. dropout's or BatchNorm's share shows as a difference.
 """
 import functools
@@ -39,13 +39,14 @@ def milliseconds(fn, *args) -> float:
 
 
 def random_setup(config):
-    """(model, its fresh train state, a random batch of config.batch_size images)."""
+    """(model, its fresh train state, a random batch of config.train.batch_size images)."""
     model = train_state.model_of(config)
     state = train_state.create_train_state(jax.random.key(0), model, optim.create_optimizer(
         config, optim.create_learning_rate_fn(config, 1000)))
     rng = np.random.default_rng(0)
-    batch = {'image': jnp.asarray(rng.normal(size=(config.batch_size, 32, 32, 3)), jnp.float32),
-             'label': jnp.asarray(rng.integers(0, 10, config.batch_size), jnp.int32)}
+    size = config.train.batch_size
+    batch = {'image': jnp.asarray(rng.normal(size=(size, 32, 32, 3)), jnp.float32),
+             'label': jnp.asarray(rng.integers(0, 10, size), jnp.int32)}
     return model, state, batch
 
 
@@ -63,16 +64,16 @@ def main(argv):
     def loss(params, images):
         return optim.cross_entropy(forward_train(params, images), batch['label']).mean()
 
-    jit = functools.partial(jax.jit, compiler_options=xla_options.training_options(config))
+    jit = functools.partial(jax.jit, compiler_options=xla_options.training_options(config.train))
     pieces = {
         'forward, eval mode': (jit(lambda v, x: model.apply(v, x, train=False)),
                                variables, batch['image']),
         'forward, train mode': (jit(forward_train), state.params, batch['image']),
         'gradient': (jit(jax.grad(loss)), state.params, batch['image']),
         'whole train step': (jit(lambda s: step_lib.train_step(s, batch, jax.random.key(1),
-                                                            config.label_smoothing)), state),
+                                                            config.train.label_smoothing)), state),
     }
-    print(f'{config.model} {dict(config.model_args)} batch {config.batch_size}, '
+    print(f'{config.model} {dict(config.model_args)} batch {config.train.batch_size}, '
           f'jax {jax.__version__}, {jax.devices()[0].device_kind}')
     for name, (fn, *args) in pieces.items():
         print(f'{name:22s} {milliseconds(fn, *args):8.1f} ms')

@@ -90,8 +90,8 @@ def main(argv):
     config = FLAGS.config
     model, state, batch = step_breakdown.random_setup(config)
     step = jax.jit(lambda s: step_lib.train_step(s, batch, jax.random.key(1),
-                                              config.label_smoothing),
-                   compiler_options=xla_options.training_options(config)).lower(state).compile()
+                                              config.train.label_smoothing),
+                   compiler_options=xla_options.training_options(config.train)).lower(state).compile()
     entry, lines = parse_hlo(step.as_text())
     paths = [row.path for row in models.layer_table(model)]
     jax.block_until_ready(step(state))  # warm up outside the trace
@@ -114,7 +114,7 @@ def main(argv):
     table = defaultdict(float)
     for op, ms in per_op.items():
         table[layer_and_pass(lines[op], paths, type(model).__name__)] += ms
-    print(f'{config.model} {dict(config.model_args)} batch {config.batch_size}, '
+    print(f'{config.model} {dict(config.model_args)} batch {config.train.batch_size}, '
           f'jax {jax.__version__}, {jax.devices()[0].device_kind}: {wall_ms:.1f} ms a step '
           f'(wall), {sum(per_op.values()):.1f} ms of ops')
     passes = ('forward', 'backward', 'other')

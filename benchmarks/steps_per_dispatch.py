@@ -3,7 +3,7 @@
   python benchmarks/steps_per_dispatch.py --config configs/seednet.py --steps_per_dispatch 8 \
       [--scan]
 
-Both run `step.train_step` on the same random batches (batch config.batch_size), alternated
+Both run `step.train_step` on the same random batches (batch config.train.batch_size), alternated
 --alternations times, each timing two calls of N steps after a warm-up; prints ms per step.
 The N steps are unrolled in one program, as `step.make_train_fn(..., steps=N)` builds them, or with
 --scan a lax.scan over them (XLA's CPU backend ran that loop's body at half speed).
@@ -39,14 +39,14 @@ def main(argv):
     tx = optim.create_optimizer(config, optim.create_learning_rate_fn(config, 1000))
     state = train_state.create_train_state(jax.random.key(0), model, tx)
     rng = np.random.default_rng(0)
-    images = jnp.asarray(rng.normal(size=(n, config.batch_size, 32, 32, 3)), jnp.float32)
-    labels = jnp.asarray(rng.integers(0, 10, (n, config.batch_size)), jnp.int32)
+    images = jnp.asarray(rng.normal(size=(n, config.train.batch_size, 32, 32, 3)), jnp.float32)
+    labels = jnp.asarray(rng.integers(0, 10, (n, config.train.batch_size)), jnp.int32)
 
     def step(state, batch):
         return step_lib.train_step(state, {'image': batch[0], 'label': batch[1]},
-                                jax.random.key(1), config.label_smoothing)
+                                jax.random.key(1), config.train.label_smoothing)
 
-    options = xla_options.training_options(config)
+    options = xla_options.training_options(config.train)
     one = jax.jit(step, donate_argnums=0, compiler_options=options)
 
     @functools.partial(jax.jit, compiler_options=options)

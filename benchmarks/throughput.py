@@ -1,7 +1,7 @@
 """Throughput of any config on this machine: the jitted step, a real epoch, evaluation, compile.
 
   python benchmarks/throughput.py --config configs/seednet.py \
-      --config.dataset=folder:/path/to/cifar10 [--config.batch_size=128] [--json]
+      --config.data.dataset=folder:/path/to/cifar10 [--config.train.batch_size=128] [--json]
 
 Measures, through the same functions `main.py` trains with:
   startup_s           from this command's start to the end of the first training step:
@@ -10,7 +10,7 @@ Measures, through the same functions `main.py` trains with:
                       compilation cache holds it, as main.py uses it)
   train_images_per_s  the jitted step alone, on the device-resident training split
   epoch_images_per_s  the second epoch of `train_and_evaluate` itself (epoch order, host
-                      bookkeeping, progress and metrics, config.steps_per_dispatch steps per
+                      bookkeeping, progress and metrics, config.train.steps_per_dispatch steps per
                       call) over the config's dataset, from its metrics.jsonl
   eval_images_per_s   the whole test split through the evaluation step
   flops_per_image     XLA's cost analysis of the train step (forward, backward, update) / batch
@@ -87,13 +87,13 @@ def real_epoch_rate(config, steps_per_epoch: int) -> tuple[float, int]:
                                                               steps_per_epoch)
     with tempfile.TemporaryDirectory() as workdir:
         quiet = config.copy_and_resolve_references()
-        quiet.num_train_steps = steps_per_epoch + steps
-        quiet.num_epochs = 2
+        quiet.train.steps = steps_per_epoch + steps
+        quiet.train.epochs = 2
         with open(os.devnull, 'w') as devnull, contextlib.redirect_stdout(devnull), \
                 contextlib.redirect_stderr(devnull):
             train.train_and_evaluate(quiet, workdir)
         second = metric_writers.read_records(os.path.join(workdir, 'metrics.jsonl'))[1]
-    return steps * config.batch_size / second['epoch_time_s'], steps
+    return steps * config.train.batch_size / second['epoch_time_s'], steps
 
 
 def measure(config) -> dict:
@@ -101,7 +101,7 @@ def measure(config) -> dict:
     if FLAGS.depthwise_implementation:
         with config.unlocked():
             config.model_args.depthwise_implementation = FLAGS.depthwise_implementation
-    config.checkpoint_every_steps = -1
+    config.checkpoint.every_steps = -1
     validation.validate_config(config)
     mesh = data_parallel.create_mesh()
     data = host_data.load_host_data(config, mesh)
@@ -110,7 +110,7 @@ def measure(config) -> dict:
     learning_rate_fn = optim.create_learning_rate_fn(config, plan.schedule_steps)
     state = train_state.create_train_state(
         jax.random.key(config.seed), model, optim.create_optimizer(config, learning_rate_fn),
-        ema=validation.keeps_average(config))
+        ema=train_state.keeps_average(config))
     train_fn = step_lib.make_train_fn(config, mesh, plan.steps_per_epoch, plan.schedule_steps)
     order = data_parallel.by_host(mesh, data_parallel.host_block(
         host_data.epoch_order(config.seed, 0, data.num_train, data.shards)))
@@ -122,10 +122,10 @@ def measure(config) -> dict:
     jax.block_until_ready(metrics)
     startup_s = time.time() - START
     state, train_rate = time_steps(train_fn, state, data, order, plan.steps_per_epoch,
-                                   config.batch_size)
+                                   config.train.batch_size)
 
-    test = evaluate.make_evaluate(mesh, config.eval_batch_size, *views.test_time_views(config),
-                                  normalization=config.normalize)
+    test = evaluate.make_evaluate(mesh, config.eval.batch_size, *views.test_time_views(config.eval),
+                                  normalization=config.data.normalize)
     test(state, data.test)  # compiles
     start = time.perf_counter()
     result = test(state, data.test)
@@ -133,12 +133,12 @@ def measure(config) -> dict:
     epoch_rate, steps = real_epoch_rate(config, plan.steps_per_epoch)
 
     # XLA's cost analysis is of one device's program: its share of the batch.
-    flops_per_image = train_step_flops(compiled) / (config.batch_size // jax.device_count())
+    flops_per_image = train_step_flops(compiled) / (config.train.batch_size // jax.device_count())
     return {
-        'model': config.model, 'batch_size': config.batch_size,
-        'half_precision': bool(config.half_precision), 'dataset': config.dataset,
+        'model': config.model, 'batch_size': config.train.batch_size,
+        'half_precision': bool(config.half_precision), 'dataset': config.data.dataset,
         'depthwise_implementation': config.model_args.get('depthwise_implementation', 'auto'),
-        'steps_per_dispatch': config.steps_per_dispatch,
+        'steps_per_dispatch': config.train.steps_per_dispatch,
         'backend': jax.default_backend(), 'devices': jax.device_count(),
         'device_kind': jax.devices()[0].device_kind, 'cpu_threads': len(os.sched_getaffinity(0)),
         'jax': jax.__version__, 'python': platform.python_version(),

@@ -33,10 +33,10 @@ def jax_rate(arrays: str, steps: int, malloc: str) -> dict:
     with tempfile.TemporaryDirectory() as workdir:
         subprocess.run([sys.executable, os.path.join(REPO, 'main.py'),
                         '--config', os.path.join(REPO, 'configs', 'default.py'),
-                        '--workdir', workdir, f'--config.dataset=arrays:{arrays}',
-                        '--config.num_epochs=2', '--config.checkpoint_every_steps=-1',
+                        '--workdir', workdir, f'--config.data.dataset=arrays:{arrays}',
+                        '--config.train.epochs=2', '--config.checkpoint.every_steps=-1',
                         # 48 steps make an epoch of the 50,000 training images
-                        f'--config.num_train_steps={50_000 // BATCH + steps}'],
+                        f'--config.train.steps={50_000 // BATCH + steps}'],
                        check=True, capture_output=True, cwd=REPO, env=env)
         with open(os.path.join(workdir, 'metrics.jsonl')) as f:
             second = [json.loads(line) for line in f][1]

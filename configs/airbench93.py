@@ -3,7 +3,7 @@ widths 64/128/128, 569,656 parameters as PyTorch counts them, 640 of them BatchN
 held at 1), 11 epochs. A reference config, for calibration: not a candidate for the default.
 
 Run:
-  python main.py --config configs/airbench93.py --config.dataset=folder:/path/to/cifar10
+  python main.py --config configs/airbench93.py --config.data.dataset=folder:/path/to/cifar10
 
 Expected result: docs/calibration.md (airbench's own code on the same JPEG copy and CPU:
 89.48% with its test-time views; published: 93.00% on the original CIFAR-10, n=50).
@@ -33,11 +33,11 @@ def get_config() -> ml_collections.ConfigDict:
         head_scale=1 / 9,
         weight_init='torch',              # PyTorch's default initializers
     ))
-    config.num_epochs = 11
+    config.train.epochs = 11
     # airbench decays every trained parameter (its BatchNorm biases and the whitening bias
     # too), the biases' learning rate 64x (lr_mults from configs/airnet.py).
-    config.wd_mults = (('.*', 1.0),)
-    config.frozen_after_epochs = (('whiten_conv/bias', 3),)
-    config.lookahead.start_epoch = 0      # airbench93 averages from its first step...
-    config.lookahead.sync_each_epoch = False  # ...and sets the weights to it at the end only
+    config.optim.wd_mults = (('.*', 1.0),)
+    config.optim.frozen_after_epochs = (('whiten_conv/bias', 3),)
+    config.average.lookahead.start_epoch = 0  # airbench93 averages from its first step...
+    config.average.lookahead.sync_each_epoch = False  # ...and takes it at the end only
     return config

@@ -1,7 +1,7 @@
 """AirNet under its family's name: the default (configs/default.py), 192,544 parameters.
 
 Run:
-  python main.py --config configs/airnet.py --config.dataset=folder:/path/to/cifar10
+  python main.py --config configs/airnet.py --config.data.dataset=folder:/path/to/cifar10
 
 Expected result: configs/default.py's (docs/airnet.md).
 """

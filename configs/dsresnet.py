@@ -2,7 +2,7 @@
 AirNet overtook it.
 
 Run:
-  python main.py --config configs/dsresnet.py --config.dataset=folder:/path/to/cifar10
+  python main.py --config configs/dsresnet.py --config.data.dataset=folder:/path/to/cifar10
 
 Expected result (JPEG q75 copy of CIFAR-10): 86.90% test accuracy after 15 epochs with the
 test-time flip, mean of seeds 0-2 (86.83-86.96%), 117-147 min on one core of a 2-core x86-64
@@ -24,23 +24,23 @@ def get_config() -> ml_collections.ConfigDict:
         depthwise=True,                # feature_group_count=in_features in the 3x3 convs
         dropout_rate=0.0,              # dropout on the residual branches
     ))
-    config.stem_whitening = 'stem_conv'
-    config.crop_padding = 4            # zero-padded random crops, random flips
-    config.crop_pad_mode = 'constant'
-    config.alternating_flip = False
-    config.eval_translate = 0          # test-time flip only
+    config.whitening.layer = 'stem_conv'
+    config.augment.crop_padding = 4            # zero-padded random crops, random flips
+    config.augment.crop_pad_mode = 'constant'
+    config.augment.alternating_flip = False
+    config.eval.translate = 0          # test-time flip only
     # SGD with Nesterov momentum on a one-cycle schedule, L2 on the kernels.
-    config.batch_size = 128
-    config.learning_rate = 0.2
-    config.schedule = 'onecycle'
-    config.warmup_fraction = 0.25
-    config.start_div_factor = 25.0
-    config.final_div_factor = 1e4
-    config.momentum = 0.9
-    config.weight_decay = 5e-4
-    config.label_smoothing = 0.1
-    config.lr_mults = ()
-    config.lookahead.every = 0
-    config.log_every_steps = 20
-    config.checkpoint_every_steps = 200
+    config.train.batch_size = 128
+    config.optim.learning_rate = 0.2
+    config.optim.schedule = 'onecycle'
+    config.optim.warmup_fraction = 0.25
+    config.optim.start_div_factor = 25.0
+    config.optim.final_div_factor = 1e4
+    config.optim.momentum = 0.9
+    config.optim.weight_decay = 5e-4
+    config.train.label_smoothing = 0.1
+    config.optim.lr_mults = ()
+    config.average.lookahead.every = 0
+    config.train.log_every_steps = 20
+    config.checkpoint.every_steps = 200
     return config

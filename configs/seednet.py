@@ -1,7 +1,7 @@
 """The seed write-up's network (185,936 parameters, dense 3x3 "depthwise" convs), 15 epochs.
 
 Run:
-  python main.py --config configs/seednet.py --config.dataset=folder:/path/to/cifar10
+  python main.py --config configs/seednet.py --config.data.dataset=folder:/path/to/cifar10
 
 Expected result (seed 0, JPEG q75 copy of CIFAR-10): 76.03% test accuracy after 15 epochs
 with the test-time flip, 54.6 min on one core of a 2-core x86-64 CPU with jax 0.12; the
@@ -19,7 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
         depthwise=False,     # True: true depthwise 3x3 convs (57,056 parameters)
         dropout_rate=0.05,   # after every BatchNorm, as in the seed
     ))
-    config.learning_rate = 0.1
+    config.optim.learning_rate = 0.1
     # The write-up's first conv trains, as in the write-up (whitening it: docs/results.md).
-    config.stem_whitening = ''
+    config.whitening.layer = ''
     return config

@@ -2,10 +2,10 @@
 shortcuts (after xvel/cifar10-tiniest), with AirNet's recipe; 197,116 parameters.
 
 Run:
-  python main.py --config configs/splitnet.py --config.dataset=folder:/path/to/cifar10
+  python main.py --config configs/splitnet.py --config.data.dataset=folder:/path/to/cifar10
 
 Expected result (seed 0, JPEG q75 copy of CIFAR-10): 73.19% test accuracy after a 5-epoch run
-(--config.num_epochs=5), 17.7 min on a 2-core x86-64 CPU with jax 0.12; no 15-epoch run yet
+(--config.train.epochs=5), 17.7 min on a 2-core x86-64 CPU with jax 0.12; no 15-epoch run yet
 (docs/search.md).
 """
 import ml_collections
@@ -29,9 +29,9 @@ def get_config() -> ml_collections.ConfigDict:
         activation='tanhexp',             # the gate's activation
         bn_momentum=0.6,
     ))
-    config.lr_mults = ()                  # its norms are LayerNorms: no '_bn/bias' to speed up
-    config.batch_size = 512
-    config.learning_rate = 0.2            # gated blocks diverge (NaN) at AirNet's 0.75
-    config.log_every_steps = 16
-    config.checkpoint_every_steps = 96
+    config.optim.lr_mults = ()         # its norms are LayerNorms: no '_bn/bias' to speed up
+    config.train.batch_size = 512
+    config.optim.learning_rate = 0.2            # gated blocks diverge (NaN) at AirNet's 0.75
+    config.train.log_every_steps = 16
+    config.checkpoint.every_steps = 96
     return config

@@ -13,9 +13,9 @@ from configs import default
 
 def get_config() -> ml_collections.ConfigDict:
     config = default.get_config()
-    config.eval_batch_size = 2000
+    config.eval.batch_size = 2000
     # A TPU step of this network is short next to Python's dispatch of it:
     # run 8 steps per call, as one program (the usual TPU practice; docs/speed.md).
-    config.steps_per_dispatch = 8
+    config.train.steps_per_dispatch = 8
     config.half_precision = True       # bfloat16 on the MXU; parameters stay float32
     return config

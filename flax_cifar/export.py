@@ -34,7 +34,7 @@ from flax_cifar.state.train_state import inference_variables
 
 def exported_views(config, one_view: bool) -> tuple[bool, int]:
     """(flip, translate) of the exported models: the config's test-time views, or one."""
-    return (False, 0) if one_view else views.test_time_views(config)
+    return (False, 0) if one_view else views.test_time_views(config.eval)
 
 
 def logits_fn(state, config, num_classes: int, one_view: bool = False):
@@ -48,7 +48,7 @@ def logits_fn(state, config, num_classes: int, one_view: bool = False):
     flip, translate = exported_views(config, one_view)
 
     def fn(images):
-        normalized = types.normalize(images, config.normalize)
+        normalized = types.normalize(images, config.data.normalize)
         return views.average_views(
             lambda shift, mirrored: model.apply(
                 variables, views.view_images(normalized, shift, mirrored), train=False),
@@ -123,13 +123,13 @@ def export(workdir: str, which: str = 'best', calibration_size: int = 500,
     test-time views, as evaluation does, unless `one_view`."""
     _require_converters()
     state, config, class_names, step = inference.restore_for_inference(workdir, which)
-    dataset = dataset or config.dataset
-    test = sources.load_split(dataset, 'test', config.data_dir,
-                                     config.data_cache_dir)
+    dataset = dataset or config.data.dataset
+    test = sources.load_split(dataset, 'test', config.data.tfds_data_dir,
+                                     config.data.cache_dir)
     train_rows = (0, min(calibration_size, sources.num_examples(
-        dataset, 'train', config.data_dir)))
-    calibration = sources.load_split(dataset, 'train', config.data_dir,
-                                            config.data_cache_dir, train_rows).images
+        dataset, 'train', config.data.tfds_data_dir)))
+    calibration = sources.load_split(dataset, 'train', config.data.tfds_data_dir,
+                                            config.data.cache_dir, train_rows).images
     fn = logits_fn(state, config, len(class_names), one_view)
     flip, translate = exported_views(config, one_view)
     jitted = jax.jit(fn)  # one wrapper: each batch shape compiles once

@@ -45,7 +45,7 @@ def ship(workdir: str, destination: str, dataset: str, which: str = 'best') -> d
     if os.path.exists(destination):
         raise InputError(f'{destination}: exists; ship into a new folder')
     state, config, class_names, step = inference.restore_for_inference(workdir, which)
-    config.dataset, config.data_dir, config.data_cache_dir = 'cifar10', None, None
+    config.data.dataset, config.data.tfds_data_dir, config.data.cache_dir = 'cifar10', None, None
     checkpoints = checkpointing.Checkpoints(destination, keep=1)
     # The source's test accuracy at that step, so that the step is also the folder's 'best'.
     metrics = os.path.join(workdir, METRICS)

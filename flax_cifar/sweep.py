@@ -1,12 +1,12 @@
 """Runs a list or grid of config overrides x seeds, then tabulates and plots the results.
 
   python -m flax_cifar.sweep SWEEP_FILE --root sweeps/NAME [--parallel N] [--gpus 0,1]
-      [--override dataset=folder:/data/cifar10]
+      [--override data.dataset=folder:/data/cifar10]
   python -m flax_cifar.sweep SWEEP_FILE --root sweeps/NAME --collect_only
 
 SWEEP_FILE is a Python file whose `get_sweep()` returns a dict:
   config:    the config file every run starts from (relative to the repository, or absolute)
-  overrides: {flattened key: value} for every run, e.g. {'num_epochs': 5} for a proxy
+  overrides: {flattened key: value} for every run, e.g. {'train.epochs': 5} for a proxy
   runs:      {name: {flattened key: value}}, one design each (its own config file under
              the key 'config', where designs come from different files); or
   grid:      {flattened key: [values]}, one run per combination
@@ -34,6 +34,7 @@ import ml_collections
 from etils import epath
 
 from flax_cifar import storage
+from flax_cifar.workdir import compat
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DONE = 'sweep_done.json'  # written into a run's workdir when main.py exits 0
@@ -81,7 +82,9 @@ def build_config(config_file: str, overrides: dict) -> ml_collections.ConfigDict
         node = config
         for part in key.split('.'):
             if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-                raise KeyError(f'{key!r}: {config_file} has no such field')
+                moved = compat.moved_key(key)
+                raise KeyError(f'{key!r}: now {moved!r}' if moved else
+                               f'{key!r}: {config_file} has no such field')
             node = node[part]
     config.update_from_flattened_dict(overrides)
     return config
@@ -235,7 +238,7 @@ def main(argv=None):
     parser.add_argument('--parallel', type=int, default=1, help='runs at a time')
     parser.add_argument('--gpus', default='', help='comma-separated: run slot i sees GPU i')
     parser.add_argument('--override', action='append', default=[], metavar='KEY=VALUE',
-                        help='for every run, e.g. dataset=folder:/data/cifar10 (repeatable)')
+                        help='for every run, e.g. data.dataset=folder:/data/cifar10 (repeatable)')
     parser.add_argument('--collect_only', action='store_true',
                         help='tabulate the finished runs without training')
     args = parser.parse_args(argv)

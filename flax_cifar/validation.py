@@ -14,6 +14,7 @@ from flax_cifar import models, xla_options
 from flax_cifar.data import augment, types
 from flax_cifar.errors import ConfigError
 from flax_cifar.state import optim
+from flax_cifar.workdir import compat
 
 
 def _is_int(v) -> bool:
@@ -98,44 +99,48 @@ PROBABILITY = number(0.0, 1.0)
 FRACTION = number(0.0, 1.0, high_open=True)
 # Every field a config may hold, with its rule; model_args are the model class's fields.
 FIELDS = {
-    'model': one_of(models.MODELS), 'model_args': None,
-    'dataset': lambda v: (isinstance(v, str) and v != '',
-                          'must be a TFDS name, folder:/path or arrays:/path'),
-    'data_dir': optional_text, 'data_cache_dir': lambda v: (v is None or isinstance(v, str),
-                                                            'must be None or a path'),
-    'normalize': one_of(types.NORMALIZATIONS),
-    'augment': boolean, 'crop_padding': integer(0, PIXELS - 1),
-    'crop_pad_mode': one_of(augment.PAD_MODES), 'flip': boolean, 'alternating_flip': boolean,
-    'rotate_degrees': number(0.0, 180.0), 'rotate_p': PROBABILITY, 'sharpen_p': PROBABILITY,
-    'sharpen_factors': factor_range, 'color_jiggle_p': PROBABILITY, 'color_jiggle': jiggle,
-    'mixup_max': FRACTION, 'mixup_ramp': PROBABILITY, 'cutout_size': integer(0, PIXELS),
-    'stem_whitening': text, 'whitening_eps': number(0.0, low_open=True),
-    'batch_size': positive_int, 'eval_batch_size': positive_int, 'eval_flip': boolean,
-    'eval_translate': integer(0, PIXELS // 2 - 1), 'num_epochs': positive_int,
-    'num_train_steps': lambda v: (_is_int(v) and (v == -1 or v > 0),
-                                  'must be -1 (from the epochs) or a positive integer'),
-    'schedule_epochs': integer(0), 'optimizer': one_of(optim.OPTIMIZERS),
-    'learning_rate': number(0.0, low_open=True), 'schedule': one_of(optim.SCHEDULES),
-    'warmup_fraction': FRACTION, 'start_div_factor': number(0.0, low_open=True),
-    'final_div_factor': number(0.0, low_open=True), 'momentum': FRACTION,
-    'nesterov': boolean, 'adam_b1': FRACTION, 'adam_b2': FRACTION,
-    'adam_eps': number(0.0, low_open=True), 'weight_decay': number(0.0),
-    'label_smoothing': FRACTION, 'frozen': patterns, 'lr_mults': pairs, 'wd_mults': pairs,
-    'frozen_after_epochs': epoch_pairs,
-    'muon_learning_rate': number(0.0), 'muon_momentum': FRACTION,
-    'muon_ns_steps': positive_int, 'muon_normalize_weights': boolean,
-    'ema_decay': FRACTION, 'ema_warmup': boolean,
-    'lookahead.every': integer(0), 'lookahead.decay': PROBABILITY,
-    'lookahead.power': number(0.0), 'lookahead.start_epoch': integer(0),
-    'lookahead.sync_each_epoch': boolean,
-    'data_shards': integer(0), 'half_precision': boolean, 'cpu_ynnpack_convolutions': boolean,
+    'seed': lambda v: (_is_int(v), 'must be an integer'),
+    'model': one_of(models.MODELS), 'model_args': None, 'half_precision': boolean,
+    'data.dataset': lambda v: (isinstance(v, str) and v != '',
+                               'must be a TFDS name, folder:/path or arrays:/path'),
+    'data.tfds_data_dir': optional_text,
+    'data.cache_dir': lambda v: (v is None or isinstance(v, str), 'must be None or a path'),
+    'data.normalize': one_of(types.NORMALIZATIONS), 'data.shards': integer(0),
+    'augment.enabled': boolean, 'augment.crop_padding': integer(0, PIXELS - 1),
+    'augment.crop_pad_mode': one_of(augment.PAD_MODES), 'augment.flip': boolean,
+    'augment.alternating_flip': boolean, 'augment.rotate_degrees': number(0.0, 180.0),
+    'augment.rotate_p': PROBABILITY, 'augment.sharpen_p': PROBABILITY,
+    'augment.sharpen_factors': factor_range, 'augment.color_jiggle_p': PROBABILITY,
+    'augment.color_jiggle': jiggle, 'augment.mixup_max': FRACTION,
+    'augment.mixup_ramp': PROBABILITY, 'augment.cutout_size': integer(0, PIXELS),
+    'whitening.layer': text, 'whitening.eps': number(0.0, low_open=True),
+    'optim.name': one_of(optim.OPTIMIZERS), 'optim.learning_rate': number(0.0, low_open=True),
+    'optim.schedule': one_of(optim.SCHEDULES), 'optim.warmup_fraction': FRACTION,
+    'optim.start_div_factor': number(0.0, low_open=True),
+    'optim.final_div_factor': number(0.0, low_open=True), 'optim.momentum': FRACTION,
+    'optim.nesterov': boolean, 'optim.adam_b1': FRACTION, 'optim.adam_b2': FRACTION,
+    'optim.adam_eps': number(0.0, low_open=True), 'optim.weight_decay': number(0.0),
+    'optim.frozen': patterns, 'optim.lr_mults': pairs, 'optim.wd_mults': pairs,
+    'optim.frozen_after_epochs': epoch_pairs,
+    'optim.muon.learning_rate': number(0.0), 'optim.muon.momentum': FRACTION,
+    'optim.muon.ns_steps': positive_int, 'optim.muon.normalize_weights': boolean,
+    'average.ema_decay': FRACTION, 'average.ema_warmup': boolean,
+    'average.lookahead.every': integer(0), 'average.lookahead.decay': PROBABILITY,
+    'average.lookahead.power': number(0.0), 'average.lookahead.start_epoch': integer(0),
+    'average.lookahead.sync_each_epoch': boolean,
+    'train.batch_size': positive_int, 'train.epochs': positive_int,
+    'train.steps': lambda v: (_is_int(v) and (v == -1 or v > 0),
+                              'must be -1 (from the epochs) or a positive integer'),
+    'train.schedule_epochs': integer(0), 'train.label_smoothing': FRACTION,
+    'train.log_every_steps': positive_int, 'train.steps_per_dispatch': positive_int,
+    'train.cpu_ynnpack_convolutions': boolean,
+    'eval.batch_size': positive_int, 'eval.flip': boolean,
+    'eval.translate': integer(0, PIXELS // 2 - 1),
+    'checkpoint.every_steps': lambda v: (_is_int(v) and (v == -1 or v > 0),
+                                         'must be -1 (epoch ends only) or a positive integer'),
+    'checkpoint.max_to_keep': positive_int,
     'distributed.coordinator_address': coordinator,
     'distributed.num_processes': positive_int, 'distributed.process_id': integer(0),
-    'seed': lambda v: (_is_int(v), 'must be an integer'), 'log_every_steps': positive_int,
-    'steps_per_dispatch': positive_int,
-    'checkpoint_every_steps': lambda v: (_is_int(v) and (v == -1 or v > 0),
-                                         'must be -1 (epoch ends only) or a positive integer'),
-    'max_checkpoints_to_keep': positive_int,
 }
 
 
@@ -146,11 +151,13 @@ def _require(ok: bool, message: str):
 
 def check_fields(config: ml_collections.ConfigDict) -> None:
     """Every field by its rule; a field flax_cifar does not read, or one missing, is named."""
-    flat = traverse_util.flatten_dict(  # 'lookahead.every'; model_args one field
+    flat = traverse_util.flatten_dict(  # 'train.epochs'; model_args one field
         config.to_dict(), sep='.', is_leaf=lambda path, _: path == ('model_args',))
     for name in flat:
-        _require(name in FIELDS, f'config.{name} is not a field flax_cifar reads (a typo? '
-                                 f'the fields: configs/default.py)')
+        moved = compat.moved_key(name)
+        _require(name in FIELDS, f'config.{name} is now config.{moved}' if moved else
+                 f'config.{name} is not a field flax_cifar reads (a typo? the fields: '
+                 f'configs/default.py)')
     for name, rule in FIELDS.items():
         _require(name in flat, f'config.{name} is missing (configs/default.py defines it)')
         if rule is not None:
@@ -166,46 +173,44 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int | None =
     dropout = config.model_args.get('dropout_rate', 0.0)
     _require(0.0 <= dropout < 1.0, f'config.model_args.dropout_rate={dropout} must be in [0, 1)')
     processes = jax.process_count()
-    shards = config.data_shards or processes
-    _require(config.batch_size % num_devices == 0,
-             f'config.batch_size={config.batch_size} does not split over {num_devices} '
+    shards = config.data.shards or processes
+    _require(config.train.batch_size % num_devices == 0,
+             f'config.train.batch_size={config.train.batch_size} does not split over {num_devices} '
              f'devices; use a multiple of {num_devices}')
     _require(shards % processes == 0,
-             f'config.data_shards={config.data_shards} must be 0 (one per process) or a '
+             f'config.data.shards={config.data.shards} must be 0 (one per process) or a '
              f'multiple of the {processes} processes')
-    _require(config.batch_size % shards == 0,
-             f'config.batch_size={config.batch_size} does not split over '
-             f'config.data_shards={shards} shards; use a multiple of it')
-    _require(config.log_every_steps % config.steps_per_dispatch == 0,
-             f'config.steps_per_dispatch={config.steps_per_dispatch} must divide '
-             f'config.log_every_steps={config.log_every_steps} (progress is read between calls)')
-    _require(config.schedule_epochs == 0 or config.schedule_epochs >= config.num_epochs,
-             f'config.schedule_epochs={config.schedule_epochs} must be 0 or at least '
-             f'config.num_epochs={config.num_epochs}')
-    _require(not (config.lookahead.every and config.ema_decay),
-             f'config.ema_decay={config.ema_decay} and config.lookahead.every='
-             f'{config.lookahead.every} both keep a copy of the weights; turn one off')
-    _require((config.optimizer == 'muon') == (config.muon_learning_rate > 0),
-             f"config.muon_learning_rate={config.muon_learning_rate} is Muon's rate: positive "
-             f"with config.optimizer='muon' and 0 otherwise (config.optimizer="
-             f"{config.optimizer!r})")
+    _require(config.train.batch_size % shards == 0,
+             f'config.train.batch_size={config.train.batch_size} does not split over '
+             f'config.data.shards={shards} shards; use a multiple of it')
+    _require(config.train.log_every_steps % config.train.steps_per_dispatch == 0,
+             f'config.train.steps_per_dispatch={config.train.steps_per_dispatch} must divide '
+             f'config.train.log_every_steps={config.train.log_every_steps} (progress is read '
+             f'between calls)')
+    _require(config.train.schedule_epochs == 0 or
+             config.train.schedule_epochs >= config.train.epochs,
+             f'config.train.schedule_epochs={config.train.schedule_epochs} must be 0 or at least '
+             f'config.train.epochs={config.train.epochs}')
+    _require(not (config.average.lookahead.every and config.average.ema_decay),
+             f'config.average.ema_decay={config.average.ema_decay} and '
+             f'config.average.lookahead.every={config.average.lookahead.every} both keep a copy '
+             f'of the weights; turn one off')
+    _require((config.optim.name == 'muon') == (config.optim.muon.learning_rate > 0),
+             f"config.optim.muon.learning_rate={config.optim.muon.learning_rate} is Muon's rate: "
+             f"positive with config.optim.name='muon' and 0 otherwise (config.optim.name="
+             f"{config.optim.name!r})")
     _require(config.distributed.process_id < config.distributed.num_processes,
              f'config.distributed.process_id={config.distributed.process_id} must be below '
              f'config.distributed.num_processes={config.distributed.num_processes}')
-    refusal = xla_options.rejected(xla_options.training_options(config))
+    refusal = xla_options.rejected(xla_options.training_options(config.train))
     _require(refusal is None,
-             f'config.cpu_ynnpack_convolutions=False: jax {jax.__version__} refuses the XLA '
+             f'config.train.cpu_ynnpack_convolutions=False: jax {jax.__version__} refuses the XLA '
              f'option it sets ({refusal}); set it to True')
     for prefix in (types.FOLDER_PREFIX, types.ARRAYS_PREFIX):
-        root = types.dataset_path(config.dataset, prefix)
+        root = types.dataset_path(config.data.dataset, prefix)
         _require(root is None or epath.Path(root).is_dir(),
-                 f'config.dataset: folder {root!r} does not exist')
+                 f'config.data.dataset: folder {root!r} does not exist')
     params = jax.eval_shape(lambda: model.init(jax.random.key(0),
                                                jnp.zeros((1, *types.IMAGE_SHAPE))))['params']
     optim.check_rules(config, params)
 
-
-def keeps_average(config: ml_collections.ConfigDict) -> bool:
-    """Whether the run keeps a second copy of its weights: a moving average
-    (config.ema_decay > 0) or Lookahead's slow weights (config.lookahead.every > 0)."""
-    return config.ema_decay > 0 or config.lookahead.every > 0

@@ -13,10 +13,10 @@ CPU_WITHOUT_YNNPACK_CONVOLUTIONS = {'xla_cpu_experimental_ynn_fusion_type': ','.
     'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT', 'LIBRARY_FUSION_TYPE_REDUCE'])}
 
 
-def training_options(config) -> dict:
+def training_options(train) -> dict:
     """Options for the training step's programs: XLA's own convolution kernels on CPU where
-    config.cpu_ynnpack_convolutions is False (evaluation runs as fast either way)."""
-    if jax.default_backend() == 'cpu' and not config.cpu_ynnpack_convolutions:
+    config.train.cpu_ynnpack_convolutions is False (evaluation runs as fast either way)."""
+    if jax.default_backend() == 'cpu' and not train.cpu_ynnpack_convolutions:
         return dict(CPU_WITHOUT_YNNPACK_CONVOLUTIONS)
     return {}
 

@@ -94,11 +94,13 @@ def load_config(config_file: str):
 
 
 def smoke_config(dataset=None, **overrides):
-    """configs/smoke.py (a tiny DSResNet) reading `dataset`, with `overrides` applied."""
+    """configs/smoke.py (a tiny DSResNet) reading `dataset`, with `overrides` applied: a
+    section's fields as a dict, e.g. smoke_config(folder, train=dict(epochs=1))."""
     from configs import smoke
     config = smoke.get_config()
     if dataset is not None:
-        config.dataset = dataset
+        config.data.dataset = dataset
+    config.lock()  # an override that names no field fails instead of adding one
     config.update(overrides)
     return config
 

@@ -77,13 +77,14 @@ BANNER_MARKERS = ('oneDNN', 'absl::InitializeLog', 'I0000 ', 'W0000 ', 'E0000 ',
 
 @pytest.mark.slow
 def test_train_evaluate_predict_from_arrays_without_tensorflow(folder, written, tmp_path):
-    common = ['--config', os.path.join(REPO, 'configs/smoke.py'), '--config.num_epochs=1']
+    common = ['--config', os.path.join(REPO, 'configs/smoke.py'), '--config.train.epochs=1']
     arrays_run, folder_run = str(tmp_path / 'arrays_run'), str(tmp_path / 'folder_run')
-    trained = without_tf(*common, f'--config.dataset=arrays:{written}', '--workdir', arrays_run)
+    trained = without_tf(*common, f'--config.data.dataset=arrays:{written}', '--workdir',
+                         arrays_run)
     assert trained.returncode == 0, trained.stderr[-2000:]
     # The same rows in the same order: the run equals one from the folder itself.
     folder_output = subprocess.run([sys.executable, 'main.py', *common,
-                                    f'--config.dataset={folder}', '--workdir', folder_run],
+                                    f'--config.data.dataset={folder}', '--workdir', folder_run],
                                    check=True, capture_output=True, text=True, cwd=REPO)
     # A normal run prints its own lines only: no TensorFlow or XLA start-up banners.
     banners = [line for line in (folder_output.stdout + folder_output.stderr).splitlines()
@@ -108,7 +109,7 @@ def test_train_evaluate_predict_from_arrays_without_tensorflow(folder, written, 
 
 def test_a_tfds_dataset_without_tensorflow_says_what_to_install(tmp_path):
     result = without_tf('--config', os.path.join(REPO, 'configs/smoke.py'),
-                        '--config.dataset=cifar10', '--workdir', str(tmp_path / 'w'))
+                        '--config.data.dataset=cifar10', '--workdir', str(tmp_path / 'w'))
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
     assert line.startswith('error: reading a TFDS or folder dataset needs tensorflow')

@@ -13,7 +13,7 @@ from conftest import REPO, rgb_arrays
 def run_throughput(folder, *overrides, devices=1) -> dict:
     output = subprocess.run(
         [sys.executable, os.path.join(REPO, 'benchmarks', 'throughput.py'), '--config',
-         os.path.join(REPO, 'configs', 'smoke.py'), f'--config.dataset={folder}',
+         os.path.join(REPO, 'configs', 'smoke.py'), f'--config.data.dataset={folder}',
          '--steps=2', '--repeats=1', '--epoch_steps=2', '--depthwise_implementation=conv',
          '--json', *overrides],
         capture_output=True, text=True, env={
@@ -44,7 +44,7 @@ def test_throughput_benchmark_reports_every_measurement_as_json(tmp_path):
 def test_step_profile_attributes_the_step_to_layers_and_passes():
     output = subprocess.run(
         [sys.executable, os.path.join(REPO, 'benchmarks', 'step_profile.py'), '--config',
-         os.path.join(REPO, 'configs', 'smoke.py'), '--config.batch_size=64', '--steps=2',
+         os.path.join(REPO, 'configs', 'smoke.py'), '--config.train.batch_size=64', '--steps=2',
          '--top=3'],
         capture_output=True, text=True, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
     assert output.returncode == 0, output.stderr[-3000:]

@@ -28,11 +28,15 @@ MAIN_MISUSES = [  # (arguments, what the one line must say)
      '--mode=predict does not take --one_view'),
     (['--mode=predict', '--exported', 'm.onnx', '--workdir', 'w', 'a.png'],
      '--exported predicts with the exported model alone'),
-    (['--config', CONFIG, '--config.batch_sise=3'],
-     "--config.batch_sise: the config has no such field; did you mean 'batch_size'?"),
-    (['--config', CONFIG, '--config.lookahead.bogus=1'],
-     '--config.lookahead.bogus: the config has no such field'),
-    (['--config', CONFIG, '--config.batch_size=abc'], 'flag --config.batch_size=abc'),
+    (['--config', CONFIG, '--config.train.batch_sise=3'],
+     "--config.train.batch_sise: the config has no such field; did you mean 'batch_size'?"),
+    (['--config', CONFIG, '--config.num_epochs=3'],  # a field from before the sections
+     '--config.num_epochs: the field is now --config.train.epochs'),
+    (['--config', CONFIG, '--config.lookahead.every=3'],
+     '--config.lookahead.every: the field is now --config.average.lookahead.every'),
+    (['--config', CONFIG, '--config.average.lookahead.bogus=1'],
+     '--config.average.lookahead.bogus: the config has no such field'),
+    (['--config', CONFIG, '--config.train.batch_size=abc'], 'flag --config.train.batch_size=abc'),
     (['--config', 'configs/missing.py'], "No such file or directory: 'configs/missing.py'"),
 ]
 
@@ -78,10 +82,10 @@ def test_a_config_file_with_a_syntax_error_is_named(parse, tmp_path):
 def test_good_flags_parse(parse, monkeypatch):
     import main
     fresh_flags()
-    argv = ['main.py', '--config', CONFIG, '--config.batch_size=16']
+    argv = ['main.py', '--config', CONFIG, '--config.train.batch_size=16']
     monkeypatch.setattr('sys.argv', argv)
     assert main.parse_flags(argv) == ['main.py']
-    assert main.FLAGS.config.batch_size == 16
+    assert main.FLAGS.config.train.batch_size == 16
 
 
 SWEEP_MISUSES = [

@@ -47,3 +47,28 @@ def test_the_readmes_predict_commands_name_files_a_fresh_clone_has():
         assert paths, words
         for path in paths:
             assert glob.glob(os.path.join(REPO, path)), f'{" ".join(words)}: no {path}'
+
+
+def test_every_config_flag_a_user_is_shown_names_a_field():
+    """`--config.<key>` and sweep `--override <key>=` in the README, the configs' run lines,
+    the shipped model's README, launch.sh and the package's own messages name a field of
+    configs/default.py (model_args: the model's); docs/ keeps dated records and is left out."""
+    from flax import traverse_util
+
+    from configs import default
+    fields = set(traverse_util.flatten_dict(default.get_config().to_dict(), sep='.',
+                                            is_leaf=lambda path, _: path == ('model_args',)))
+    paths = ['README.md', 'launch.sh', *glob.glob('pretrained/*/README.md', root_dir=REPO),
+             *glob.glob('configs/**/*.py', root_dir=REPO, recursive=True),
+             *glob.glob('flax_cifar/**/*.py', root_dir=REPO, recursive=True)]
+    shown = []
+    for path in paths:
+        with open(os.path.join(REPO, path)) as f:
+            text = f.read()
+        shown += [(path, key) for key in re.findall(r'--config\.([a-z_][\w.]*\w)', text)
+                  + re.findall(r'--override ([a-z_][\w.]*)=', text)]
+    assert len(shown) > 20
+    sections = {field.rpartition('.')[0] for field in fields}  # '--config.distributed.*'
+    unknown = [f'{path}: {key}' for path, key in shown
+               if key not in fields | sections and not key.startswith('model_args.')]
+    assert not unknown, unknown

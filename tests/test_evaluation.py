@@ -20,11 +20,11 @@ from flax_cifar.workdir import metric_writers
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp('data')
     config = smoke.get_config()
-    config.dataset = rgb_folder(root, train_per_class=32)
-    config.num_epochs = 4
-    config.ema_decay = 0.9  # evaluation reports the average and the weights themselves
-    config.stem_whitening = 'stem_conv'  # restored with its frozen first conv
-    config.eval_translate = 1  # every evaluation averages flips and 1-pixel shifts
+    config.data.dataset = rgb_folder(root, train_per_class=32)
+    config.train.epochs = 4
+    config.average.ema_decay = 0.9  # evaluation reports the average and the weights themselves
+    config.whitening.layer = 'stem_conv'  # restored with its frozen first conv
+    config.eval.translate = 1  # every evaluation averages flips and 1-pixel shifts
     workdir = str(tmp_path_factory.mktemp('workdir'))
     train.train_and_evaluate(config, workdir)
     return workdir, str(root)
@@ -44,7 +44,7 @@ def test_evaluate_best_checkpoint_reports_per_class_and_confusion(trained, capsy
     out = capsys.readouterr().out
     assert 'Test set: Average loss:' in out and 'confusion' in out
     assert 0 <= result['without_ema_accuracy'] <= 1
-    assert (f"config.ema_decay=0.9); the weights themselves: "
+    assert (f"config.average.ema_decay=0.9); the weights themselves: "
             f"{100 * result['without_ema_accuracy']:.2f}%") in out
     assert all(name in out for name in ('r', 'g', 'b'))
     assert result['views'] == (True, 1)
@@ -114,11 +114,11 @@ def test_training_writes_curves_and_they_can_be_redrawn(trained):
 def test_the_reported_average_is_named_by_the_fields_that_made_it():
     from configs import default
     assert report.evaluated_average(default.get_config()).startswith(
-        "Lookahead's slow weights (config.lookahead.every=")  # the default's average
+        "Lookahead's slow weights (config.average.lookahead.every=")  # the default's average
     config = smoke.get_config()
-    config.ema_decay = 0.99
+    config.average.ema_decay = 0.99
     assert report.evaluated_average(config) == (
-        'Moving average of the weights (config.ema_decay=0.99)')
+        'Moving average of the weights (config.average.ema_decay=0.99)')
 
 
 def test_precise_bn_statistics_are_what_batchnorm_normalizes_a_batch_with():

@@ -21,12 +21,12 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope='module')
 def export_run(tmp_path_factory):
     config = smoke.get_config()
-    config.dataset = rgb_folder(tmp_path_factory.mktemp('data'), train_per_class=40)
-    config.num_epochs = 3
-    config.eval_flip, config.eval_translate = True, 1  # every kind of test-time view
+    config.data.dataset = rgb_folder(tmp_path_factory.mktemp('data'), train_per_class=40)
+    config.train.epochs = 3
+    config.eval.flip, config.eval.translate = True, 1  # every kind of test-time view
     workdir = str(tmp_path_factory.mktemp('workdir'))
     train.train_and_evaluate(config, workdir)
-    return workdir, config.dataset, export.export(workdir, calibration_size=120)
+    return workdir, config.data.dataset, export.export(workdir, calibration_size=120)
 
 
 def test_every_format_agrees_with_the_jax_model(export_run):

@@ -93,10 +93,10 @@ def test_a_sweep_writes_its_runs_and_results_into_gcs(gcs_bucket, tmp_path):
     sweep_file = tmp_path / 'sweep.py'
     sweep_file.write_text(
         "def get_sweep():\n    return dict(config='configs/smoke.py', runs={'tiny': {}},\n"
-        "                overrides={'num_epochs': 1}, seeds=[0])\n")
+        "                overrides={'train.epochs': 1}, seeds=[0])\n")
     root = f'{gcs_bucket}/sweep'
     result = subprocess.run([sys.executable, '-m', 'flax_cifar.sweep', str(sweep_file),
-                             '--root', root, '--override', f'dataset=arrays:{data}'],
+                             '--root', root, '--override', f'data.dataset=arrays:{data}'],
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     names = {p.name for p in epath.Path(root).iterdir()}

@@ -68,7 +68,7 @@ def test_folder_path_reads_images_and_sorted_labels(tmp_path):
 
 
 def test_missing_folder_is_one_clear_line(tmp_path):
-    with pytest.raises(InputError, match='config.dataset: folder .*nope.* does not exist'):
+    with pytest.raises(InputError, match='config.data.dataset: folder .*nope.* does not exist'):
         sources.load_split(f'folder:{tmp_path}/nope', 'train')
 
 
@@ -82,7 +82,7 @@ def test_unreachable_catalog_dataset_says_what_to_do(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise ConnectionError('no route to host')
     monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare', offline)
-    with pytest.raises(InputError, match='--config.dataset=folder:'):
+    with pytest.raises(InputError, match='--config.data.dataset=folder:'):
         sources.load_split('cifar10', 'train', data_dir=str(tmp_path))
 
 
@@ -218,9 +218,9 @@ def test_offline_catalog_dataset_fails_in_seconds_with_the_folder_hint(tmp_path,
         raise OSError('network is unreachable')
 
     monkeypatch.setattr(tfds_source.socket, 'create_connection', no_network)
-    with pytest.raises(InputError, match=r"config.dataset='cifar10' is not in .* and "
+    with pytest.raises(InputError, match=r"config.data.dataset='cifar10' is not in .* and "
                                          r"www.cs.toronto.edu cannot be reached .* "
-                                         r"--config.dataset=folder:"):
+                                         r"--config.data.dataset=folder:"):
         sources.load_split('cifar10', 'test', data_dir=str(tmp_path))
     # The hint is the only line: TFDS's warning that the folder has no dataset_info.json
     # (what it logs for every catalog dataset not yet downloaded) is dropped.

@@ -27,7 +27,7 @@ def gcloud(line: str) -> tuple[list[str], dict]:
 
 def test_up_on_a_pod_slice_prints_create_copy_install_train_logs():
     rc, lines, _ = dry_run('--zone', 'us-central2-b', '--tpu-type', 'v4-32', '--name', 'exp1',
-                           '--workdir', 'gs://bucket/exp1', 'up', '--', '--config.num_epochs=30')
+                           '--workdir', 'gs://bucket/exp1', 'up', '--', '--config.train.epochs=30')
     assert rc == 0
     words, flags = gcloud(lines[0])
     assert words == ['gcloud', 'compute', 'tpus', 'tpu-vm', 'create', 'exp1']
@@ -45,7 +45,7 @@ def test_up_on_a_pod_slice_prints_create_copy_install_train_logs():
     # TFDS: the TPU config downloads CIFAR-10; gcs: the gs:// workdir.
     assert "'.[tfds,gcs]'" in install and "'jax[tpu]'" in install
     assert '--worker=all' in train
-    assert ('main.py --config configs/tpu.py --workdir gs://bucket/exp1 --config.num_epochs=30'
+    assert ('main.py --config configs/tpu.py --workdir gs://bucket/exp1 --config.train.epochs=30'
             in train)
     assert '--worker=0' in logs and 'tail' in logs
     assert not any('delete' in line for line in lines)

@@ -49,11 +49,13 @@ def test_reports_checkpoints_and_epoch_ends_fall_where_the_config_says():
 
 
 def test_plan_steps_reads_the_config():
-    config = smoke_config(batch_size=8, num_epochs=2, schedule_epochs=5, steps_per_dispatch=2,
-                          log_every_steps=2, checkpoint_every_steps=3)
+    config = smoke_config(train=dict(batch_size=8, epochs=2, schedule_epochs=5,
+                                     steps_per_dispatch=2,
+                                     log_every_steps=2), checkpoint=dict(every_steps=3))
     plan = plan_lib.plan_steps(config, num_examples=100)
     assert plan == plan_lib.Plan(12, 24, 60, 2, 2, 3)  # 100 // 8 full batches an epoch
-    config.num_train_steps = 7
+    config.train.steps = 7
     assert plan_lib.plan_steps(config, num_examples=100).stop_step == 7
-    with pytest.raises(ConfigError, match='config.batch_size=8 is larger than the 5 training'):
+    with pytest.raises(ConfigError,
+                       match='config.train.batch_size=8 is larger than the 5 training'):
         plan_lib.plan_steps(config, num_examples=5)

@@ -72,8 +72,8 @@ def pod(tmp_path_factory, gcs_server):
            'PIP_ROOT_USER_ACTION': 'ignore'}
     flags = ['--zone', 'us-central2-b', '--tpu-type', 'v4-16', '--python', '3.11',
              '--jax', 'jax', '--config', 'configs/smoke.py']
-    run_flags = [f'--config.dataset=arrays:{data}', f'--config.num_epochs={EPOCHS}',
-                 '--config.checkpoint_every_steps=16', '--config.log_every_steps=8']
+    run_flags = [f'--config.data.dataset=arrays:{data}', f'--config.train.epochs={EPOCHS}',
+                 '--config.checkpoint.every_steps=16', '--config.train.log_every_steps=8']
 
     def launch(*args, workdir=None, wait=True):
         command = ['bash', os.path.join(REPO, 'launch.sh'), *flags,

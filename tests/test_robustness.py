@@ -36,13 +36,14 @@ def small_data(tmp_path_factory):
 
 # The subprocess runs: 120 images / batch 8 = 15 steps an epoch, 2 epochs.
 STEPS_PER_EPOCH = 15
-RUN = {'num_epochs': 2, 'checkpoint_every_steps': 6, 'max_checkpoints_to_keep': 50}
+RUN = {'train.epochs': 2, 'checkpoint.every_steps': 6, 'checkpoint.max_to_keep': 50}
 RUN_FLAGS = [f'--config.{key}={value}' for key, value in RUN.items()]
 # The default recipe, and a weight average with several steps per dispatch: Lookahead, whose
 # slow copy also syncs at epoch ends (an EMA, the simpler of the two in the same state slot,
 # resumes bit-identical in test_train.py::test_resume_equals_the_uninterrupted_run).
 VARIANTS = {'default': {},
-            'lookahead_2_steps_per_call': {'lookahead.every': 4, 'steps_per_dispatch': 2}}
+            'lookahead_2_steps_per_call': {'average.lookahead.every': 4,
+                                           'train.steps_per_dispatch': 2}}
 
 
 def flags_of(variant: str) -> list[str]:
@@ -50,7 +51,8 @@ def flags_of(variant: str) -> list[str]:
 
 
 def main_args(folder, workdir, *extra):
-    return ['--config', os.path.join(REPO, 'configs', 'smoke.py'), f'--config.dataset={folder}',
+    return ['--config', os.path.join(REPO, 'configs', 'smoke.py'),
+            f'--config.data.dataset={folder}',
             f'--workdir={workdir}', *RUN_FLAGS, *extra]
 
 
@@ -96,8 +98,8 @@ def uninterrupted(small_data, tmp_path_factory):
     runs = {}
     for name, overrides in VARIANTS.items():
         runs[name] = tmp_path_factory.mktemp(name)
-        config = smoke_config(small_data, **RUN)
-        config.update_from_flattened_dict(overrides)
+        config = smoke_config(small_data)
+        config.update_from_flattened_dict({**RUN, **overrides})
         train.train_and_evaluate(config, str(runs[name]))
     return runs
 
@@ -125,7 +127,7 @@ def test_killed_at_chosen_points_then_rerun_equals_the_uninterrupted_run(
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_143(small_data, uninterrupted, tmp_path):
     workdir = tmp_path / 'preempted'
-    extra = ['--config.checkpoint_every_steps=-1']
+    extra = ['--config.checkpoint.every_steps=-1']
     # The notice arrives during step 20, in epoch 1 (steps 16-30).
     result = subprocess.run(with_fault('sigterm_in_step:20', small_data, workdir, *extra),
                             capture_output=True, text=True)
@@ -165,7 +167,7 @@ def test_second_run_on_a_live_workdir_is_refused_naming_the_holder(small_data, t
 @pytest.mark.parametrize('steps', [75, 80], ids=['epoch_end', 'mid_epoch'])
 def test_finished_run_started_again_trains_and_appends_nothing(folder, steps, tmp_path,
                                                               capsys):
-    config = smoke_config(folder, num_train_steps=steps, checkpoint_every_steps=25)
+    config = smoke_config(folder, train=dict(steps=steps), checkpoint=dict(every_steps=25))
     train.train_and_evaluate(config, str(tmp_path))
     kept = [tree_snapshot(tmp_path / d) for d in ('checkpoints', 'tensorboard')]
     records = (tmp_path / 'metrics.jsonl').read_bytes()
@@ -181,11 +183,11 @@ def test_finished_run_started_again_trains_and_appends_nothing(folder, steps, tm
 
 @pytest.mark.slow
 def test_damaged_metrics_file_is_set_aside_and_its_good_records_kept(folder, tmp_path, capsys):
-    train.train_and_evaluate(smoke_config(folder, num_epochs=1), str(tmp_path))
+    train.train_and_evaluate(smoke_config(folder, train=dict(epochs=1)), str(tmp_path))
     metrics = tmp_path / 'metrics.jsonl'
     first = metrics.read_text()
     metrics.write_text(first + '{"epoch": 1, "st\x00\n')  # a torn write
-    train.train_and_evaluate(smoke_config(folder, num_epochs=2), str(tmp_path))
+    train.train_and_evaluate(smoke_config(folder, train=dict(epochs=2)), str(tmp_path))
     assert 'metrics.jsonl is damaged (1 line(s) are not JSON records' in capsys.readouterr().out
     lines = metrics.read_text().splitlines()
     assert lines[0] == first.strip() and [json.loads(line)['epoch'] for line in lines] == [0, 1]
@@ -219,8 +221,8 @@ def damage(step_dir, how):
 def trained_once(folder, tmp_path_factory):
     """(config, workdir, final state) of one run with checkpoints at steps 25, 50 and 75,
     which each damage case copies."""
-    config = smoke_config(folder, num_epochs=1, checkpoint_every_steps=25,
-                          max_checkpoints_to_keep=10)
+    config = smoke_config(folder, train=dict(epochs=1),
+                          checkpoint=dict(every_steps=25, max_to_keep=10))
     workdir = tmp_path_factory.mktemp('trained_once') / 'run'
     whole = train.train_and_evaluate(config, str(workdir))
     assert steps_in(workdir) == [25, 50, 75]
@@ -260,9 +262,9 @@ def tree_snapshot(directory):
 
 @pytest.mark.slow
 def test_checkpoint_of_another_network_is_refused_and_left_alone(folder, tmp_path):
-    train.train_and_evaluate(smoke_config(folder, num_train_steps=4), str(tmp_path))
+    train.train_and_evaluate(smoke_config(folder, train=dict(steps=4)), str(tmp_path))
     before = tree_snapshot(tmp_path / 'checkpoints')
-    other = smoke_config(folder, num_train_steps=4)
+    other = smoke_config(folder, train=dict(steps=4))
     other.model_args.stage_features = (8, 32)
     with pytest.raises(checkpointing.CheckpointMismatchError,
                        match=r'config\.model_args\.stage_features: \[8, 16\] in the checkpoint, '
@@ -273,22 +275,23 @@ def test_checkpoint_of_another_network_is_refused_and_left_alone(folder, tmp_pat
 
 @pytest.mark.slow
 def test_turning_on_the_weight_average_mid_run_is_refused_not_set_aside(folder, tmp_path):
-    train.train_and_evaluate(smoke_config(folder, num_train_steps=4), str(tmp_path))
+    train.train_and_evaluate(smoke_config(folder, train=dict(steps=4)), str(tmp_path))
     before = tree_snapshot(tmp_path / 'checkpoints')
     with pytest.raises(checkpointing.CheckpointMismatchError,
-                       match="config.ema_decay: '<absent>' in the checkpoint, 'on' here"):
-        train.train_and_evaluate(smoke_config(folder, num_train_steps=8, ema_decay=0.9),
+                       match="config.average.ema_decay: '<absent>' in the checkpoint, 'on' here"):
+        train.train_and_evaluate(smoke_config(folder, train=dict(steps=8),
+                                              average=dict(ema_decay=0.9)),
                                  str(tmp_path))
     assert tree_snapshot(tmp_path / 'checkpoints') == before
 
 
 @pytest.mark.slow
 def test_checkpoint_without_our_meta_item_is_refused_not_set_aside(folder, tmp_path):
-    train.train_and_evaluate(smoke_config(folder, num_train_steps=4), str(tmp_path))
+    train.train_and_evaluate(smoke_config(folder, train=dict(steps=4)), str(tmp_path))
     shutil.rmtree(tmp_path / 'checkpoints' / '4' / 'meta')
     before = tree_snapshot(tmp_path / 'checkpoints')
     with pytest.raises(checkpointing.CheckpointMismatchError, match='has no meta item'):
-        train.train_and_evaluate(smoke_config(folder, num_train_steps=4), str(tmp_path))
+        train.train_and_evaluate(smoke_config(folder, train=dict(steps=4)), str(tmp_path))
     assert tree_snapshot(tmp_path / 'checkpoints') == before
 
 
@@ -302,7 +305,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_good_checkpoints(folder, t
         return new_state, {**metrics, 'loss': jnp.where(state.step == 6, jnp.nan, metrics['loss'])}
 
     monkeypatch.setattr(step_lib, 'train_step', poisoned_step)
-    config = smoke_config(folder, checkpoint_every_steps=2, log_every_steps=5)
+    config = smoke_config(folder, checkpoint=dict(every_steps=2), train=dict(log_every_steps=5))
     with pytest.raises(FloatingPointError, match='loss became nan at step 7'):
         train.train_and_evaluate(config, str(tmp_path))
     assert steps_in(tmp_path) == [2, 4, 6]
@@ -310,28 +313,32 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_good_checkpoints(folder, t
 
 # One bad value for every field of validation.FIELDS: each is refused, naming the field.
 BAD_VALUES = {
-    'model': 'vgg', 'dataset': '', 'data_dir': '', 'data_cache_dir': 3, 'normalize': 'none',
-    'augment': 1, 'crop_padding': 32, 'crop_pad_mode': 'wrap', 'flip': 'yes',
-    'alternating_flip': None, 'rotate_degrees': -1.0, 'rotate_p': 1.5, 'sharpen_p': -0.1,
-    'sharpen_factors': (2.0, 1.0), 'color_jiggle_p': 2.0, 'color_jiggle': (0.1, 0.1, 0.5, 0.6),
-    'mixup_max': 1.0, 'mixup_ramp': 2.0, 'cutout_size': 33, 'stem_whitening': 1,
-    'whitening_eps': 0.0,
-    'batch_size': 0, 'eval_batch_size': -1, 'eval_flip': 0, 'eval_translate': 16,
-    'num_epochs': 0, 'num_train_steps': 0, 'schedule_epochs': -1, 'optimizer': 'lion',
-    'learning_rate': 0.0, 'schedule': 'step', 'warmup_fraction': 1.0,
-    'start_div_factor': 0.0, 'final_div_factor': -1.0, 'momentum': 1.0,
-    'nesterov': 'no', 'adam_b1': 1.0, 'adam_b2': -0.1, 'adam_eps': 0.0, 'weight_decay': -1e-4,
-    'label_smoothing': 1.0, 'frozen': 'stem', 'lr_mults': (('x', -1.0),),
-    'frozen_after_epochs': (('stem', 1.5),),
-    'wd_mults': ('kernel', 1.0), 'muon_learning_rate': -0.1, 'muon_momentum': 1.0,
-    'muon_ns_steps': 0, 'muon_normalize_weights': 1, 'ema_decay': 1.0, 'ema_warmup': 'yes',
-    'lookahead.every': -1, 'lookahead.decay': 1.5, 'lookahead.power': -1.0,
-    'lookahead.start_epoch': -1, 'lookahead.sync_each_epoch': 1, 'data_shards': -1,
-    'half_precision': 'bf16',
-    'cpu_ynnpack_convolutions': None, 'distributed.coordinator_address': 'host',
-    'distributed.num_processes': 0, 'distributed.process_id': -1, 'seed': 0.5,
-    'log_every_steps': 0, 'steps_per_dispatch': 0, 'checkpoint_every_steps': 0,
-    'max_checkpoints_to_keep': 0,
+    'seed': 0.5, 'model': 'vgg', 'half_precision': 'bf16',
+    'data.dataset': '', 'data.tfds_data_dir': '', 'data.cache_dir': 3, 'data.normalize': 'none',
+    'data.shards': -1,
+    'augment.enabled': 1, 'augment.crop_padding': 32, 'augment.crop_pad_mode': 'wrap',
+    'augment.flip': 'yes', 'augment.alternating_flip': None, 'augment.rotate_degrees': -1.0,
+    'augment.rotate_p': 1.5, 'augment.sharpen_p': -0.1, 'augment.sharpen_factors': (2.0, 1.0),
+    'augment.color_jiggle_p': 2.0, 'augment.color_jiggle': (0.1, 0.1, 0.5, 0.6),
+    'augment.mixup_max': 1.0, 'augment.mixup_ramp': 2.0, 'augment.cutout_size': 33,
+    'whitening.layer': 1, 'whitening.eps': 0.0,
+    'optim.name': 'lion', 'optim.learning_rate': 0.0, 'optim.schedule': 'step',
+    'optim.warmup_fraction': 1.0, 'optim.start_div_factor': 0.0, 'optim.final_div_factor': -1.0,
+    'optim.momentum': 1.0, 'optim.nesterov': 'no', 'optim.adam_b1': 1.0, 'optim.adam_b2': -0.1,
+    'optim.adam_eps': 0.0, 'optim.weight_decay': -1e-4, 'optim.frozen': 'stem',
+    'optim.lr_mults': (('x', -1.0),), 'optim.frozen_after_epochs': (('stem', 1.5),),
+    'optim.wd_mults': ('kernel', 1.0), 'optim.muon.learning_rate': -0.1,
+    'optim.muon.momentum': 1.0, 'optim.muon.ns_steps': 0, 'optim.muon.normalize_weights': 1,
+    'average.ema_decay': 1.0, 'average.ema_warmup': 'yes', 'average.lookahead.every': -1,
+    'average.lookahead.decay': 1.5, 'average.lookahead.power': -1.0,
+    'average.lookahead.start_epoch': -1, 'average.lookahead.sync_each_epoch': 1,
+    'train.batch_size': 0, 'train.epochs': 0, 'train.steps': 0, 'train.schedule_epochs': -1,
+    'train.label_smoothing': 1.0, 'train.log_every_steps': 0, 'train.steps_per_dispatch': 0,
+    'train.cpu_ynnpack_convolutions': None,
+    'eval.batch_size': -1, 'eval.flip': 0, 'eval.translate': 16,
+    'checkpoint.every_steps': 0, 'checkpoint.max_to_keep': 0,
+    'distributed.coordinator_address': 'host', 'distributed.num_processes': 0,
+    'distributed.process_id': -1,
 }
 
 
@@ -365,24 +372,30 @@ def test_every_bad_field_is_refused_by_name(name):
 
 
 @pytest.mark.parametrize('override, message', [
-    (dict(dataset='folder:/no/such/dir'), "folder '/no/such/dir' does not exist"),
-    (dict(dataset='arrays:/no/such/dir'), "folder '/no/such/dir' does not exist"),
-    (dict(data_shards=3), 'config.batch_size=8 does not split over config.data_shards=3'),
-    (dict(steps_per_dispatch=3), 'config.steps_per_dispatch=3 must divide '
-                                 'config.log_every_steps=2'),
-    (dict(lookahead=dict(every=5), ema_decay=0.9), 'config.ema_decay=0.9 and '
-                                                   'config.lookahead.every=5 both keep'),
-    (dict(schedule_epochs=1), 'config.schedule_epochs=1 must be 0 or at least '
-                              'config.num_epochs=2'),
-    (dict(muon_learning_rate=0.2), "config.muon_learning_rate=0.2 is Muon's rate: positive "
-                                   "with config.optimizer='muon'"),
-    (dict(optimizer='muon'), "config.muon_learning_rate=0.0 is Muon's rate"),
+    (dict(data=dict(dataset='folder:/no/such/dir')), "folder '/no/such/dir' does not exist"),
+    (dict(data=dict(dataset='arrays:/no/such/dir')), "folder '/no/such/dir' does not exist"),
+    (dict(data=dict(shards=3)),
+     'config.train.batch_size=8 does not split over config.data.shards=3'),
+    (dict(train=dict(steps_per_dispatch=3)), 'config.train.steps_per_dispatch=3 must divide '
+                                 'config.train.log_every_steps=2'),
+    (dict(average=dict(lookahead=dict(every=5), ema_decay=0.9)), 'config.average.ema_decay=0.9 and '
+                                                   'config.average.lookahead.every=5 both keep'),
+    (dict(train=dict(schedule_epochs=1)), 'config.train.schedule_epochs=1 must be 0 or at least '
+                              'config.train.epochs=2'),
+    (dict(optim=dict(muon=dict(learning_rate=0.2))),
+     "config.optim.muon.learning_rate=0.2 is Muon's rate: positive "
+                                   "with config.optim.name='muon'"),
+    (dict(optim=dict(name='muon')), "config.optim.muon.learning_rate=0.0 is Muon's rate"),
     (dict(distributed=dict(process_id=1)), 'config.distributed.process_id=1 must be below'),
-    (dict(lr_mults=(('.*_norm/bias', 64.0),)), "config.lr_mults: '.*_norm/bias' matches no "
+    (dict(optim=dict(lr_mults=(('.*_norm/bias', 64.0),))),
+     "config.optim.lr_mults: '.*_norm/bias' matches no "
                                               "parameter"),
-    (dict(wd_mults=(('(', 1.0),)), "config.wd_mults: '(' is not a regular expression"),
-    (dict(frozen=('no_such_layer',)), "config.frozen: 'no_such_layer' matches no parameter"),
-    (dict(stem_whitening='stem'), "config.stem_whitening='stem': the network has no such layer"),
+    (dict(optim=dict(wd_mults=(('(', 1.0),))),
+     "config.optim.wd_mults: '(' is not a regular expression"),
+    (dict(optim=dict(frozen=('no_such_layer',))),
+     "config.optim.frozen: 'no_such_layer' matches no parameter"),
+    (dict(whitening=dict(layer='stem')),
+     "config.whitening.layer='stem': the network has no such layer"),
 ])
 def test_bad_combinations_are_named(override, message):
     config = smoke.get_config()
@@ -396,6 +409,11 @@ def test_a_field_flax_cifar_does_not_read_is_named():
     config.unlock()
     config.batch_sise = 3
     with pytest.raises(validation.ConfigError, match='config.batch_sise is not a field'):
+        validation.validate_config(config)
+    del config.batch_sise  # a config file that sets a field as it was before the sections
+    config.num_epochs = 3
+    with pytest.raises(validation.ConfigError,
+                       match='^config.num_epochs is now config.train.epochs$'):
         validation.validate_config(config)
 
 
@@ -422,11 +440,11 @@ def test_command_line_error_is_one_line_and_writes_nothing(tmp_path):
     workdir = tmp_path / 'never'
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, 'main.py'), '--config',
-         os.path.join(REPO, 'configs', 'smoke.py'), '--config.batch_size=0',
+         os.path.join(REPO, 'configs', 'smoke.py'), '--config.train.batch_size=0',
          f'--workdir={workdir}'], capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
-        'error: config.batch_size=0 must be a positive integer')
+        'error: config.train.batch_size=0 must be a positive integer')
     assert 'Traceback' not in result.stderr
     assert not workdir.exists()
 

@@ -30,8 +30,8 @@ def run_main(data, workdir, devices=1, extra=(), wait=True):
     env = {**os.environ, 'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}',
            'JAX_PLATFORMS': 'cpu'}
     command = [sys.executable, os.path.join(REPO, 'main.py'), '--config',
-               os.path.join(REPO, 'configs', 'smoke.py'), f'--config.dataset={data}',
-               '--config.num_epochs=1', f'--workdir={workdir}', *extra]
+               os.path.join(REPO, 'configs', 'smoke.py'), f'--config.data.dataset={data}',
+               '--config.train.epochs=1', f'--workdir={workdir}', *extra]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if wait:
         output = process.communicate()[0].decode()
@@ -45,10 +45,13 @@ def close(a, b):
         lambda x, y: np.allclose(x, y, rtol=1e-4, atol=1e-5), a, b)))
 
 
-def in_this_process(data, workdir, **overrides):
-    """run_main's run on this process's one CPU device (the same computation, no start-up)."""
+def in_this_process(data, workdir, overrides=None):
+    """run_main's run on this process's one CPU device (the same computation, no start-up);
+    `overrides`: {dotted field: value}, as the command line's."""
     assert jax.device_count() == 1
-    train.train_and_evaluate(smoke_config(data, **{'num_epochs': 1, **overrides}), str(workdir))
+    config = smoke_config(data, train=dict(epochs=1))
+    config.update_from_flattened_dict(overrides or {})
+    train.train_and_evaluate(config, str(workdir))
     return inference.restore_for_inference(str(workdir), 'latest')[0]
 
 
@@ -87,8 +90,8 @@ def finished(processes) -> list[str]:
 # (A SIGTERM to one of two processes: tests/test_pod.py, over the same gloo collectives.)
 TWO_PROCESS_EPOCHS = 6
 TWO_PROCESS_STEPS = TWO_PROCESS_EPOCHS * STEPS_PER_EPOCH
-TWO_PROCESS_CONFIG = dict(num_epochs=TWO_PROCESS_EPOCHS, checkpoint_every_steps=-1,
-                          log_every_steps=2)
+TWO_PROCESS_CONFIG = {'train.epochs': TWO_PROCESS_EPOCHS, 'checkpoint.every_steps': -1,
+                      'train.log_every_steps': 2}
 TWO_PROCESS_RUN = [f'--config.{key}={value}' for key, value in TWO_PROCESS_CONFIG.items()]
 
 
@@ -102,7 +105,7 @@ def two_process_run(data, tmp_path_factory):
 def test_two_processes_load_their_own_shards_match_one_and_restore_in_one(
         data, two_process_run, tmp_path):
     # Two data shards (0: one per process) give the same global batches on 1 process or 2.
-    one_process = in_this_process(data, tmp_path / 'one', data_shards=2, **TWO_PROCESS_CONFIG)
+    one_process = in_this_process(data, tmp_path / 'one', {'data.shards': 2, **TWO_PROCESS_CONFIG})
     workdir, outputs = two_process_run
     assert 'Test set' in outputs[0] and 'Test set' not in outputs[1]  # only process 0 prints
     # 48 training and 12 test images: each process reads only its half.

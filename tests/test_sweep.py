@@ -10,7 +10,7 @@ SWEEP = '''
 def get_sweep():
     return dict(
         config='configs/smoke.py',
-        overrides={'num_epochs': 1},
+        overrides={'train.epochs': 1},
         runs={'narrow': {}, 'wider': {'model_args.stage_features': (16, 16)}},
         seeds=[0],
     )
@@ -25,13 +25,14 @@ def sweep_file(tmp_path):
 
 
 def test_grid_names_each_combination_and_keeps_the_common_overrides():
-    runs = sweep.expand({'config': 'c.py', 'overrides': {'num_epochs': 2},
-                         'grid': {'learning_rate': [0.1, 0.2], 'model_args.depthwise': [True]}})
+    runs = sweep.expand({'config': 'c.py', 'overrides': {'train.epochs': 2},
+                         'grid': {'optim.learning_rate': [0.1, 0.2],
+                                  'model_args.depthwise': [True]}})
     assert runs == [('learning_rate=0.1,depthwise=True', 'c.py',
-                     {'num_epochs': 2, 'learning_rate': 0.1, 'model_args.depthwise': True}),
+                     {'train.epochs': 2, 'optim.learning_rate': 0.1, 'model_args.depthwise': True}),
                     ('learning_rate=0.2,depthwise=True', 'c.py',
-                     {'num_epochs': 2, 'learning_rate': 0.2, 'model_args.depthwise': True})]
-    assert sweep.parse_override('dataset=folder:/x') == ('dataset', 'folder:/x')
+                     {'train.epochs': 2, 'optim.learning_rate': 0.2, 'model_args.depthwise': True})]
+    assert sweep.parse_override('data.dataset=folder:/x') == ('data.dataset', 'folder:/x')
     assert sweep.parse_override('model_args.block_depths=(3,3)') == (
         'model_args.block_depths', (3, 3))
 
@@ -55,10 +56,10 @@ def test_a_sweep_file_gives_runs_or_grid_exactly_once(malformed):
 
 
 def test_a_run_can_name_its_own_config_file():
-    runs = sweep.expand({'config': 'a.py', 'overrides': {'num_epochs': 5},
-                         'runs': {'x': {}, 'y': {'config': 'b.py', 'batch_size': 4}}})
-    assert runs == [('x', 'a.py', {'num_epochs': 5}),
-                    ('y', 'b.py', {'num_epochs': 5, 'batch_size': 4})]
+    runs = sweep.expand({'config': 'a.py', 'overrides': {'train.epochs': 5},
+                         'runs': {'x': {}, 'y': {'config': 'b.py', 'train.batch_size': 4}}})
+    assert runs == [('x', 'a.py', {'train.epochs': 5}),
+                    ('y', 'b.py', {'train.epochs': 5, 'train.batch_size': 4})]
 
 
 def test_bad_override_key_is_named_before_anything_trains(tmp_path):
@@ -68,6 +69,11 @@ def test_bad_override_key_is_named_before_anything_trains(tmp_path):
     with pytest.raises(SystemExit, match="sweep run 'x': override"):
         sweep.main([str(path), '--root', str(tmp_path / 'root')])
     assert not (tmp_path / 'root').exists()
+    # A field named as before the config's sections: the message names its place now.
+    with pytest.raises(SystemExit, match="override 'lookahead.every': now "
+                                         "'average.lookahead.every'"):
+        sweep.main([str(path), '--root', str(tmp_path / 'root'),
+                    '--override', 'lookahead.every=3'])
 
 
 @pytest.mark.slow
@@ -75,7 +81,8 @@ def test_sweep_trains_each_run_in_its_workdir_tabulates_and_skips_finished_runs(
         sweep_file, tmp_path, capsys):
     data = rgb_arrays(tmp_path / 'data', train_per_class=8, test_per_class=4)
     root = tmp_path / 'root'
-    args = [sweep_file, '--root', str(root), '--parallel', '2', '--override', f'dataset={data}']
+    args = [sweep_file, '--root', str(root), '--parallel', '2',
+            '--override', f'data.dataset={data}']
     sweep.main(args)
     for name in ('narrow_s0', 'wider_s0'):
         assert (root / name / 'metrics.jsonl').exists() and (root / name / sweep.DONE).exists()

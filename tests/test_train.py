@@ -100,7 +100,7 @@ def test_eval_step_masks_padding():
 
 @pytest.mark.parametrize('schedule', ['onecycle', 'warmup_cosine', 'constant', 'triangle'])
 def test_schedules_peak_at_the_learning_rate(schedule):
-    config = smoke_config(schedule=schedule, learning_rate=0.4)
+    config = smoke_config(optim=dict(schedule=schedule, learning_rate=0.4))
     fn = optim.create_learning_rate_fn(config, schedule_steps=100)
     values = np.array([fn(i) for i in range(101)])
     assert values.max() == pytest.approx(0.4, rel=1e-3)
@@ -120,13 +120,14 @@ def test_norm_biases_learn_faster_but_decay_as_before():
     params = {'a_bn': {'bias': jnp.ones(3), 'scale': jnp.ones(3)},
               'conv': {'bias': jnp.ones(3), 'kernel': jnp.ones((2, 3))}}
     grads = jax.tree.map(jnp.ones_like, params)
-    config = smoke_config(lr_mults=(('.*_bn/bias', 64.0),), momentum=0.0, nesterov=False)
+    config = smoke_config(optim=dict(lr_mults=(('.*_bn/bias', 64.0),), momentum=0.0,
+                                     nesterov=False))
     tx = optim.create_optimizer(config, optax_constant(0.01))
     updates, _ = tx.update(grads, tx.init(params), params)
     np.testing.assert_allclose(updates['a_bn']['bias'], -0.64)
     np.testing.assert_allclose(updates['a_bn']['scale'], -0.01)
     np.testing.assert_allclose(updates['conv']['bias'], -0.01)
-    np.testing.assert_allclose(updates['conv']['kernel'], -0.01 * (1 + config.weight_decay))
+    np.testing.assert_allclose(updates['conv']['kernel'], -0.01 * (1 + config.optim.weight_decay))
 
 
 def test_muon_orthogonalizes_dense_and_pointwise_kernels_and_leaves_the_rest_to_sgd():
@@ -137,8 +138,9 @@ def test_muon_orthogonalizes_dense_and_pointwise_kernels_and_leaves_the_rest_to_
     # A strong common direction (+2) on noise: far from orthogonal.
     grads = jax.tree.map(lambda p: jax.random.normal(jax.random.key(p.size), p.shape) + 2.0,
                          params)
-    config = smoke_config(momentum=0.0, nesterov=False, weight_decay=0.0, learning_rate=0.1,
-                          optimizer='muon', muon_learning_rate=0.2)
+    config = smoke_config(optim=dict(momentum=0.0, nesterov=False, weight_decay=0.0,
+                                     learning_rate=0.1, name='muon',
+                                     muon=dict(learning_rate=0.2)))
     tx = optim.create_optimizer(config, optax_constant(0.1))
     updates, _ = tx.update(grads, tx.init(params), params)
     def spread(kernel):  # of the singular values of the O x HWI matrix (rows: filters)
@@ -195,7 +197,8 @@ def same_tree(a, b):
 
 
 def test_alternating_flip_mirrors_every_image_in_odd_epochs(monkeypatch):
-    config = smoke_config(alternating_flip=True, crop_padding=0, batch_size=4)
+    config = smoke_config(augment=dict(alternating_flip=True, crop_padding=0),
+                          train=dict(batch_size=4))
     # The step as the run calls it, its optimizer step replaced by one that hands back the
     # batch it was given.
     monkeypatch.setattr(step_lib, 'train_step', lambda state, batch, *_: (
@@ -237,7 +240,7 @@ def read_metrics(workdir):
 
 @pytest.mark.slow
 def test_learns_a_small_dataset_and_prints_the_seed_lines(learnable_folder, tmp_path, capsys):
-    config = smoke_config(dataset=learnable_folder, num_epochs=6)
+    config = smoke_config(dataset=learnable_folder, train=dict(epochs=6))
     train.train_and_evaluate(config, str(tmp_path))
     metrics = read_metrics(tmp_path)
     assert [m['epoch'] for m in metrics] == list(range(6))
@@ -277,15 +280,15 @@ def test_learns_a_small_dataset_and_prints_the_seed_lines(learnable_folder, tmp_
 @pytest.mark.parametrize('options', [
     # Their random and running state resumes too; calls of 4 steps (one program) mix with single
     # steps around checkpoints and epoch ends; a frozen whitened first conv restores as saved.
-    dict(cutout_size=8, ema_decay=0.9, steps_per_dispatch=4, log_every_steps=4,
-         stem_whitening='stem_conv'),
+    dict(augment=dict(cutout_size=8), average=dict(ema_decay=0.9),
+         train=dict(steps_per_dispatch=4, log_every_steps=4), whitening=dict(layer='stem_conv')),
     # airnet's recipe: Lookahead's slow copy, alternating flips, reflected crops.
     dict(model='airnet', model_args=dict(
         block_features=(8, 16), block_depths=(2, 2), block_dilations=(2, 1)),
-        stem_whitening='whiten_conv', lookahead=dict(every=2, decay=0.9, power=1.0,
-                                                     start_epoch=1),
-        alternating_flip=True, crop_padding=2, crop_pad_mode='reflect',
-        lr_mults=(('.*_bn/bias', 8.0),), schedule='triangle'),
+        whitening=dict(layer='whiten_conv'),
+        average=dict(lookahead=dict(every=2, decay=0.9, power=1.0, start_epoch=1)),
+        augment=dict(alternating_flip=True, crop_padding=2, crop_pad_mode='reflect'),
+        optim=dict(lr_mults=(('.*_bn/bias', 8.0),), schedule='triangle')),
 ], ids=['cutout-ema-4-steps-per-call-whitened', 'airnet-lookahead-alternating'])
 @pytest.mark.slow
 def test_resume_equals_the_uninterrupted_run(learnable_folder, tmp_path, options):
@@ -293,8 +296,8 @@ def test_resume_equals_the_uninterrupted_run(learnable_folder, tmp_path, options
     # epoch ends. A copy of the run that keeps only the checkpoints up to step 15 (mid epoch
     # 1), or 12 (epoch 0's end), is run again: the same state, the same metrics (time aside).
     options = dict(options)
-    config = smoke_config(dataset=learnable_folder, num_epochs=3, checkpoint_every_steps=5,
-                         max_checkpoints_to_keep=20)
+    config = smoke_config(dataset=learnable_folder, train=dict(epochs=3),
+                          checkpoint=dict(every_steps=5, max_to_keep=20))
     if 'model_args' in options:  # replaced whole: update() would merge them
         config.model_args = ml_collections.ConfigDict(options.pop('model_args'))
     config.update(options)
@@ -333,7 +336,7 @@ def test_epoch_sums_resume_with_the_seconds_already_spent():
 
 @pytest.mark.slow
 def test_finished_run_is_not_retrained(learnable_folder, tmp_path, capsys):
-    config = smoke_config(dataset=learnable_folder, num_train_steps=4)
+    config = smoke_config(dataset=learnable_folder, train=dict(steps=4))
     first = train.train_and_evaluate(config, str(tmp_path))
     second = train.train_and_evaluate(config, str(tmp_path))
     assert int(second.step) == 4
@@ -359,7 +362,7 @@ def compiled_functions():
 
 @pytest.mark.slow
 def test_train_and_eval_steps_compile_once_for_a_whole_run(learnable_folder, tmp_path):
-    config = smoke_config(dataset=learnable_folder, num_epochs=3)
+    config = smoke_config(dataset=learnable_folder, train=dict(epochs=3))
     with compiled_functions() as compiled:
         train.train_and_evaluate(config, str(tmp_path))
     # 36 train steps and 3 evaluations of 5 batches each, one compilation of each step.
@@ -374,8 +377,9 @@ def test_several_steps_per_dispatch_train_as_one_and_compile_once(learnable_fold
     for steps_per_dispatch in (1, 4):
         with compiled_functions() as compiled:
             runs[steps_per_dispatch] = train.train_and_evaluate(
-                smoke_config(dataset=learnable_folder, steps_per_dispatch=steps_per_dispatch,
-                             log_every_steps=4, checkpoint_every_steps=5),
+                smoke_config(dataset=learnable_folder,
+                             train=dict(steps_per_dispatch=steps_per_dispatch, log_every_steps=4),
+                             checkpoint=dict(every_steps=5)),
                 str(tmp_path / str(steps_per_dispatch)))
     # The run with 4 per dispatch: one program of 4 steps, one of 1 (around checkpoints).
     assert compiled.count('jit(train_steps_4)') == 1, compiled
@@ -452,10 +456,10 @@ def test_cpu_convolutions_leave_ynnpack_and_train_the_same():
     labels = data_parallel.by_host(mesh, rng.integers(0, 10, 16).astype(np.int32))
     order = data_parallel.by_host(mesh, host_data.epoch_order(0, 0, 16))
     updates, losses, roots = {}, {}, {}
-    assert seednet.get_config().cpu_ynnpack_convolutions is False
+    assert seednet.get_config().train.cpu_ynnpack_convolutions is False
     for ynnpack in (True, False):
         config = seednet.get_config()
-        config.update(batch_size=16, cpu_ynnpack_convolutions=ynnpack)
+        config.train.update(batch_size=16, cpu_ynnpack_convolutions=ynnpack)
         state = make_state(config)
         compiled = step_lib.make_train_fn(config, mesh, 1, 1).lower(
             state, images, labels, order, 0).compile()
@@ -475,12 +479,12 @@ def test_cpu_convolutions_leave_ynnpack_and_train_the_same():
 
 def test_refused_xla_options_are_named():
     assert xla_options.rejected({}) is None
-    assert xla_options.rejected(xla_options.training_options(seednet.get_config())) is None
+    assert xla_options.rejected(xla_options.training_options(seednet.get_config().train)) is None
     assert 'xla_cpu_no_such_option' in xla_options.rejected({'xla_cpu_no_such_option': True})
 
 
 def test_1_2_or_64_processes_train_on_the_same_global_batches():
-    """With config.data_shards fixed, the rows of every global batch (in batch order) are
+    """With config.data.shards fixed, the rows of every global batch (in batch order) are
     the same whatever the number of processes, each taking rows of its own shards only."""
     shards, shard_length, per_shard = 64, 50, 2  # 3,200 rows, global batch 128
     orders = host_data.epoch_order(seed=5, epoch=2, num_examples=shards * shard_length + 7,

@@ -49,7 +49,7 @@ def test_whitened_kernel_decorrelates_the_patches_and_pairs_each_direction_with_
 
 @pytest.mark.parametrize('features', [15, 56])
 def test_impossible_first_conv_widths_are_named(features):
-    with pytest.raises(InputError, match=rf'config.stem_whitening: .* {features} features'):
+    with pytest.raises(InputError, match=rf'config.whitening.layer: .* {features} features'):
         whitening.whitening_kernel(jnp.asarray(correlated_images(2)), (3, 3, 3, features),
                                    5e-4)
 
@@ -60,10 +60,10 @@ def test_frozen_kernel_neither_trains_nor_decays_while_the_rest_trains():
     tx = optim.create_optimizer(config, optim.create_learning_rate_fn(config, 10))
     state = train_state.create_train_state(jax.random.key(0), model, tx, ema=True)
     images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)), jnp.uint8)
-    layer = config.stem_whitening
+    layer = config.whitening.layer
     initial = state.params[layer]['kernel']
-    state = whitening.whiten_layer(state, layer, images, config.normalize,
-                                     config.whitening_eps)
+    state = whitening.whiten_layer(state, layer, images, config.data.normalize,
+                                     config.whitening.eps)
     kernel = state.params[layer]['kernel']
     assert kernel.shape == initial.shape and not np.allclose(kernel, initial)
     np.testing.assert_array_equal(state.ema['params'][layer]['kernel'], kernel)
@@ -79,24 +79,24 @@ def test_frozen_kernel_neither_trains_nor_decays_while_the_rest_trains():
 
 def smoke_with_whitening():
     config = smoke.get_config()
-    config.stem_whitening = 'stem_conv'
+    config.whitening.layer = 'stem_conv'
     return config
 
 
 @pytest.mark.parametrize('config_file', CONFIG_FILES)
 def test_every_shipped_config_whitens_a_layer_that_reads_the_image(config_file):
     config = load_config(config_file)
-    if not config.stem_whitening:
+    if not config.whitening.layer:
         return
     model = train_state.model_of(config)
     params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))['params']
-    height, width, channels, _ = params[config.stem_whitening]['kernel'].shape
+    height, width, channels, _ = params[config.whitening.layer]['kernel'].shape
     assert channels == 3 and height == width  # it reads the RGB image: whitening can set it
 
 
 def test_a_whitened_layer_the_network_lacks_is_refused_at_start():
     config = smoke_with_whitening()
-    config.stem_whitening = 'stem'
-    with pytest.raises(InputError, match=r"config.stem_whitening='stem': the network has no "
+    config.whitening.layer = 'stem'
+    with pytest.raises(InputError, match=r"config.whitening.layer='stem': the network has no "
                                          r"such layer with a kernel"):
         validation.validate_config(config)

@@ -4,7 +4,7 @@ Lookahead from epoch 1), two seeds each: each separable conv's input widened 4x 
 default.
 
   python -m flax_cifar.sweep configs/sweeps/airnet_inverted.py --root sweeps/airnet_inverted \
-      --override dataset=folder:/path/to/cifar10
+      --override data.dataset=folder:/path/to/cifar10
 
 Results (docs/search.md): means of seeds 0-1, inverted4 82.08%, inverted2 82.99%, default
 83.06%: no gain.
@@ -14,7 +14,7 @@ Results (docs/search.md): means of seeds 0-1, inverted4 82.08%, inverted2 82.99%
 def get_sweep():
     return dict(
         config='configs/default.py',
-        overrides={'num_epochs': 5, 'lookahead.start_epoch': 1},
+        overrides={'train.epochs': 5, 'average.lookahead.start_epoch': 1},
         runs={
             'inverted4': {'model_args.block_expansions': (1, 4, 4),      # 184,480 parameters
                           'model_args.block_features': (64, 64, 80)},

@@ -4,7 +4,7 @@ compressed, Lookahead from epoch 1), two seeds each: pooling after each block's 
 3x3 kernels, and both.
 
   python -m flax_cifar.sweep configs/sweeps/airnet_layouts.py --root sweeps/airnet_layouts \
-      --override dataset=folder:/path/to/cifar10
+      --override data.dataset=folder:/path/to/cifar10
 
 Results: docs/search.md's layout table.
 """
@@ -13,7 +13,7 @@ Results: docs/search.md's layout table.
 def get_sweep():
     return dict(
         config='configs/default.py',
-        overrides={'num_epochs': 5, 'lookahead.start_epoch': 1},
+        overrides={'train.epochs': 5, 'average.lookahead.start_epoch': 1},
         runs={
             'pool_late': {'model_args.pool_after': (2, 2, 2)},          # 192,544 parameters
             'grouped2': {'model_args.group_channels': 2},               # 197,152

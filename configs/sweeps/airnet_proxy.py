@@ -1,7 +1,7 @@
 """AirNet designs ranked by a 5-epoch proxy (the whole recipe, its schedule compressed).
 
   python -m flax_cifar.sweep configs/sweeps/airnet_proxy.py --root sweeps/airnet_proxy \
-      --override dataset=folder:/path/to/cifar10
+      --override data.dataset=folder:/path/to/cifar10
 
 Results and how the proxy ranks against 15-epoch runs: docs/airnet.md.
 """
@@ -10,7 +10,7 @@ Results and how the proxy ranks against 15-epoch runs: docs/airnet.md.
 def get_sweep():
     return dict(
         config='configs/airnet.py',
-        overrides={'num_epochs': 5, 'lookahead.start_epoch': 1},
+        overrides={'train.epochs': 5, 'average.lookahead.start_epoch': 1},
         runs={
             'airnet': {},
             # Depth at 15x15 and 7x7, with shortcuts: 172k parameters.

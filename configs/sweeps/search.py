@@ -2,7 +2,7 @@
 its schedule compressed to 5 epochs; Lookahead, where used, from epoch 1).
 
   python -m flax_cifar.sweep configs/sweeps/search.py --root sweeps/search \
-      --override dataset=folder:/path/to/cifar10
+      --override data.dataset=folder:/path/to/cifar10
 
 The proxy's rank correlation with 15-epoch runs (configs/sweeps/proxy_check.py) and the
 results: docs/search.md.
@@ -22,8 +22,8 @@ def get_sweep():
         'dense4_32_80_256': {**airnet, 'model_args.block_features': (32, 80, 256),
                              'model_args.dense_convs': 4},
         # Muon (optax.contrib) on the dense and pointwise kernels.
-        'airnet_muon0.24': {**airnet, 'optimizer': 'muon', 'muon_learning_rate': 0.24},
-        'airnet_muon0.08': {**airnet, 'optimizer': 'muon', 'muon_learning_rate': 0.08},
-        'airnet_muon0.6': {**airnet, 'optimizer': 'muon', 'muon_learning_rate': 0.6},
+        'airnet_muon0.24': {**airnet, 'optim.name': 'muon', 'optim.muon.learning_rate': 0.24},
+        'airnet_muon0.08': {**airnet, 'optim.name': 'muon', 'optim.muon.learning_rate': 0.08},
+        'airnet_muon0.6': {**airnet, 'optim.name': 'muon', 'optim.muon.learning_rate': 0.6},
     })
     return sweep

@@ -3,7 +3,7 @@ for the widest design and tiniest's own widths, seed 0: beside AirNet's proxy (8
 computation at 32x32 and 16x16 promise more than AirNet's layout before 15-epoch runs?
 
   python -m flax_cifar.sweep configs/sweeps/tiniest_proxy.py --root sweeps/tiniest_proxy \
-      --override dataset=folder:/path/to/cifar10
+      --override data.dataset=folder:/path/to/cifar10
 
 Results: docs/search.md.
 """
@@ -12,6 +12,6 @@ from configs.sweeps import tiniest_scaled
 
 def get_sweep():
     sweep = tiniest_scaled.get_sweep()
-    return dict(config=sweep['config'], overrides={**sweep['overrides'], 'num_epochs': 5},
+    return dict(config=sweep['config'], overrides={**sweep['overrides'], 'train.epochs': 5},
                 runs={name: sweep['runs'][name] for name in ('wide_64_112', 'tiniest')},
                 seeds=[0])

@@ -3,7 +3,7 @@
 built for 15 epochs instead of its 200; 3 seeds each.
 
   python -m flax_cifar.sweep configs/sweeps/tiniest_scaled.py --root sweeps/tiniest_scaled \
-      --override dataset=folder:/path/to/cifar10
+      --override data.dataset=folder:/path/to/cifar10
 
 Expected result: not yet run (tiniest's 97,530 parameters take about 12 minutes an epoch on
 a 2-core CPU, these about twice that: a sweep for an accelerator). Its calibration, and the
@@ -15,14 +15,14 @@ def get_sweep():
     return dict(
         config='configs/tiniest.py',
         overrides={
-            'num_epochs': 15, 'schedule_epochs': 0,
+            'train.epochs': 15, 'train.schedule_epochs': 0,
             # One cycle over the 15 epochs: up in 0.75 of an epoch, then down to 1/1000 of
             # the peak (tiniest's own ends at 1/10 after 200 epochs).
-            'warmup_fraction': 0.05, 'final_div_factor': 40.0,
+            'optim.warmup_fraction': 0.05, 'optim.final_div_factor': 40.0,
             # Mixup rising to 0.1 over the run (tiniest's bound at its epoch 15 is 0.075).
-            'mixup_max': 0.1, 'mixup_ramp': 1.0,
+            'augment.mixup_max': 0.1, 'augment.mixup_ramp': 1.0,
             # The average follows the weights from the start (15 epochs are 2,925 steps).
-            'ema_warmup': True,
+            'average.ema_warmup': True,
         },
         runs={
             'tiniest': {},  # 97,530: the recipe alone

@@ -27,7 +27,7 @@ def _info(path: str) -> dict:
     try:
         info = json.loads(epath.Path(info_path).read_text())
     except FileNotFoundError:
-        raise InputError(f'config.dataset=arrays:{path}: no {INFO} there (write it with '
+        raise InputError(f'config.data.dataset=arrays:{path}: no {INFO} there (write it with '
                          f'python -m flax_cifar.data.to_arrays)') from None
     except (OSError, ValueError) as e:
         raise InputError(f'{info_path}: not readable ({type(e).__name__}: {e})') from None
@@ -39,7 +39,7 @@ def _info(path: str) -> dict:
 def _checked_split(path: str, split: str) -> int:
     splits = _info(path)['splits']
     if split not in splits:
-        raise InputError(f'config.dataset=arrays:{path} has no {split!r} split; it has '
+        raise InputError(f'config.data.dataset=arrays:{path} has no {split!r} split; it has '
                          f'{sorted(splits)}')
     return splits[split]
 

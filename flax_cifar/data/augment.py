@@ -1,11 +1,12 @@
 """Augmentation on the device, inside the jitted step: one entry point, `train_batch`, and a
-registry of ops, each registered once with the config fields that turn it on.
+registry of ops, each registered once with the config.augment fields that turn it on.
 
-An op is fn(config, key, batch, epoch) -> batch, where batch holds 'image' (NHWC pixels in
-[0, 255], uint8 or float32, until 'normalize'; the network's input scale after it) and
-'label'; ops run in registry order, each on a random stream of its own (streams.py) folded
-with the step, so adding one changes no other's draws. A new op is a function here and its
-config fields.
+An op is fn(config, key, batch, epoch) -> batch, turned on by a test of config.augment
+alone and reading its fields there (normalize reads config.data.normalize, mixup's ramp the
+schedule's epochs). batch holds 'image' (NHWC pixels in [0, 255], uint8 or float32, until
+'normalize'; the network's input scale after it) and 'label'; ops run in registry order,
+each on a random stream of its own (streams.py) folded with the step, so adding one changes
+no other's draws. A new op is a function here and its config fields.
 """
 import math
 from collections.abc import Callable
@@ -23,7 +24,7 @@ PAD_MODES = ('constant', 'reflect', 'edge')
 
 
 class Op(NamedTuple):
-    enabled: Callable[[ml_collections.ConfigDict], bool]
+    enabled: Callable[[ml_collections.ConfigDict], bool]  # of config.augment
     apply: Callable
     stream: int | None  # its random stream (streams.py), never renumbered; None: no draws
 
@@ -39,7 +40,7 @@ def register(name: str, stream: int | None, enabled: Callable[[ml_collections.Co
 
 
 def active_ops(config: ml_collections.ConfigDict) -> list[str]:
-    return [name for name, op in OPS.items() if op.enabled(config)]
+    return [name for name, op in OPS.items() if op.enabled(config.augment)]
 
 
 def train_batch(config: ml_collections.ConfigDict, images: jax.Array, labels: jax.Array,
@@ -78,11 +79,12 @@ def random_crop_flip(rng: jax.Array, images: jax.Array, padding: int = 4,
     return images
 
 
-@register('crop_flip', streams.AUGMENT, lambda c: c.augment and (c.crop_padding > 0 or
-                                                   (c.flip and not c.alternating_flip)))
+@register('crop_flip', streams.AUGMENT,
+          lambda a: a.enabled and (a.crop_padding > 0 or (a.flip and not a.alternating_flip)))
 def _crop_flip(config, key, batch, epoch):
-    images = random_crop_flip(key, batch['image'], config.crop_padding,
-                              config.flip and not config.alternating_flip, config.crop_pad_mode)
+    augment = config.augment
+    images = random_crop_flip(key, batch['image'], augment.crop_padding,
+                              augment.flip and not augment.alternating_flip, augment.crop_pad_mode)
     return {**batch, 'image': images}
 
 
@@ -96,7 +98,7 @@ def mirror_half(rng: jax.Array, images: np.ndarray, first_row: int,
     return np.where(mirrored[:, None, None, None], images[:, :, ::-1], images)
 
 
-@register('alternating_flip', streams.FLIP, lambda c: c.augment and c.flip and c.alternating_flip)
+@register('alternating_flip', streams.FLIP, lambda a: a.enabled and a.flip and a.alternating_flip)
 def _alternating_flip(config, key, batch, epoch):
     """airbench's flip: the data come half mirrored (mirror_half); odd epochs mirror all."""
     images = batch['image']
@@ -123,16 +125,16 @@ def rotate(images: jax.Array, degrees: jax.Array) -> jax.Array:
     return jax.vmap(one)(images, jnp.deg2rad(degrees))
 
 
-@register('rotate', streams.ROTATE, lambda c: c.augment and c.rotate_degrees > 0)
+@register('rotate', streams.ROTATE, lambda a: a.enabled and a.rotate_degrees > 0)
 def _rotate(config, key, batch, epoch):
     images = batch['image'].astype(jnp.float32)
     angle_key, apply_key = jax.random.split(key)
     n = images.shape[0]
-    angles = jax.random.uniform(angle_key, (n,), minval=-config.rotate_degrees,
-                                maxval=config.rotate_degrees)
+    angles = jax.random.uniform(angle_key, (n,), minval=-config.augment.rotate_degrees,
+                                maxval=config.augment.rotate_degrees)
     rotated = rotate(images, angles)
-    return {**batch, 'image': jnp.where(_per_image(apply_key, n, config.rotate_p), rotated,
-                                        images)}
+    chosen = _per_image(apply_key, n, config.augment.rotate_p)
+    return {**batch, 'image': jnp.where(chosen, rotated, images)}
 
 
 def sharpen(images: jax.Array, factors: jax.Array) -> jax.Array:
@@ -147,14 +149,14 @@ def sharpen(images: jax.Array, factors: jax.Array) -> jax.Array:
     return jnp.clip(smoothed + (images - smoothed) * factors[:, None, None, None], 0.0, 1.0)
 
 
-@register('sharpen', streams.SHARPEN, lambda c: c.augment and c.sharpen_p > 0)
+@register('sharpen', streams.SHARPEN, lambda a: a.enabled and a.sharpen_p > 0)
 def _sharpen(config, key, batch, epoch):
     images = batch['image'].astype(jnp.float32) / 255.0
     factor_key, apply_key = jax.random.split(key)
     n = images.shape[0]
-    low, high = config.sharpen_factors
+    low, high = config.augment.sharpen_factors
     sharpened = sharpen(images, jax.random.uniform(factor_key, (n,), minval=low, maxval=high))
-    images = jnp.where(_per_image(apply_key, n, config.sharpen_p), sharpened, images)
+    images = jnp.where(_per_image(apply_key, n, config.augment.sharpen_p), sharpened, images)
     return {**batch, 'image': images * 255.0}
 
 
@@ -204,24 +206,25 @@ def color_jiggle(key: jax.Array, images: jax.Array, brightness: float, contrast:
     return images
 
 
-@register('color_jiggle', streams.COLOR, lambda c: c.augment and c.color_jiggle_p > 0)
+@register('color_jiggle', streams.COLOR, lambda a: a.enabled and a.color_jiggle_p > 0)
 def _color_jiggle(config, key, batch, epoch):
     images = batch['image'].astype(jnp.float32) / 255.0
     jiggle_key, apply_key = jax.random.split(key)
-    jiggled = color_jiggle(jiggle_key, images, *config.color_jiggle)
-    images = jnp.where(_per_image(apply_key, images.shape[0], config.color_jiggle_p), jiggled,
-                       images)
+    jiggled = color_jiggle(jiggle_key, images, *config.augment.color_jiggle)
+    chosen = _per_image(apply_key, images.shape[0], config.augment.color_jiggle_p)
+    images = jnp.where(chosen, jiggled, images)
     return {**batch, 'image': images * 255.0}
 
 
 def mixup_bound(config: ml_collections.ConfigDict, epoch) -> jax.Array:
     """The largest mixing weight at `epoch`: rising linearly over mixup_ramp of the schedule's
     epochs to mixup_max (xvel/cifar10-tiniest: min(epoch / epochs, 0.5))."""
-    ramp = config.mixup_ramp * (config.schedule_epochs or config.num_epochs)
-    return config.mixup_max * jnp.minimum(epoch / ramp, 1.0) if ramp else config.mixup_max
+    augment = config.augment
+    ramp = augment.mixup_ramp * (config.train.schedule_epochs or config.train.epochs)
+    return augment.mixup_max * jnp.minimum(epoch / ramp, 1.0) if ramp else augment.mixup_max
 
 
-@register('mixup', streams.MIXUP, lambda c: c.mixup_max > 0)
+@register('mixup', streams.MIXUP, lambda a: a.mixup_max > 0)
 def _mixup(config, key, batch, epoch):
     """Each image mixed with another of the batch by a weight drawn from [0, bound); the
     loss mixes the two labels alike (kornia's RandomMixUpV2, as tiniest uses it)."""
@@ -235,10 +238,10 @@ def _mixup(config, key, batch, epoch):
     return {**batch, 'image': mixed, 'mix_label': batch['label'][partners], 'mix_weight': weights}
 
 
-@register('normalize', None, lambda c: True)
+@register('normalize', None, lambda a: True)
 def _normalize(config, key, batch, epoch):
-    """The network's input scale (config.normalize); types.normalize of the uint8 pixels."""
-    return {**batch, 'image': types.normalize(batch['image'], config.normalize)}
+    """The network's input scale (config.data.normalize); types.normalize of the uint8 pixels."""
+    return {**batch, 'image': types.normalize(batch['image'], config.data.normalize)}
 
 
 def random_cutout(rng: jax.Array, images: jax.Array, size: int) -> jax.Array:
@@ -254,6 +257,6 @@ def random_cutout(rng: jax.Array, images: jax.Array, size: int) -> jax.Array:
     return jnp.where(cut, jnp.zeros((), images.dtype), images)
 
 
-@register('cutout', streams.CUTOUT, lambda c: c.cutout_size > 0)
+@register('cutout', streams.CUTOUT, lambda a: a.cutout_size > 0)
 def _cutout(config, key, batch, epoch):
-    return {**batch, 'image': random_cutout(key, batch['image'], config.cutout_size)}
+    return {**batch, 'image': random_cutout(key, batch['image'], config.augment.cutout_size)}

@@ -38,7 +38,7 @@ class HostData(NamedTuple):
     train_images: jax.Array  # this process's training shards, sharded by host
     train_labels: jax.Array
     num_train: int           # training examples in the whole split, all processes together
-    shards: int              # config.data_shards, or one per process
+    shards: int              # config.data.shards, or one per process
     test: HostSplit
     class_names: list[str]
 
@@ -46,12 +46,12 @@ class HostData(NamedTuple):
 def load_host_data(config: ml_collections.ConfigDict, mesh: Mesh) -> HostData:
     """Reads and decodes this process's rows only, and puts them on its devices."""
     shards = data_parallel.num_shards(config)
-    num_train = sources.num_examples(config.dataset, 'train', config.data_dir)
+    num_train = sources.num_examples(config.data.dataset, 'train', config.data.tfds_data_dir)
     train_rows = data_parallel.host_rows(num_train, shards)
     *test_rows, test_rows_per_host = data_parallel.padded_host_rows(
-        sources.num_examples(config.dataset, 'test', config.data_dir))
-    train, test = (sources.load_split(config.dataset, split, config.data_dir,
-                                      config.data_cache_dir, rows)
+        sources.num_examples(config.data.dataset, 'test', config.data.tfds_data_dir))
+    train, test = (sources.load_split(config.data.dataset, split, config.data.tfds_data_dir,
+                                      config.data.cache_dir, rows)
                    for split, rows in (('train', train_rows), ('test', test_rows)))
     train_images = train.images
     if 'alternating_flip' in augment.active_ops(config):
@@ -64,4 +64,4 @@ def load_host_data(config: ml_collections.ConfigDict, mesh: Mesh) -> HostData:
     return HostData(data_parallel.by_host(mesh, train_images),
                     data_parallel.by_host(mesh, train.labels), num_train, shards,
                     host_split(mesh, test, test_rows_per_host),
-                    sources.class_names(config.dataset, config.data_dir))
+                    sources.class_names(config.data.dataset, config.data.tfds_data_dir))

@@ -23,7 +23,8 @@ def _tfds_source():
         raise InputError(
             f'reading a TFDS or folder dataset needs {e.name}, which is not installed: '
             f"pip install -e '.[tfds]', or write the dataset as arrays where it is "
-            f'(python -m flax_cifar.data.to_arrays) and use --config.dataset=arrays:PATH') from None
+            f'(python -m flax_cifar.data.to_arrays) and use '
+            f'--config.data.dataset=arrays:PATH') from None
     return tfds_source
 
 

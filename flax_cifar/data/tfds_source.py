@@ -53,7 +53,7 @@ def _image_files(directory: str) -> list[str]:
 def _check_folder_layout(root: str):
     """Every split/<class> folder must hold images: an empty one is a mistake, not a class."""
     if not os.path.isdir(root):
-        raise InputError(f'config.dataset: folder {root!r} does not exist')
+        raise InputError(f'config.data.dataset: folder {root!r} does not exist')
     for split in sorted(os.listdir(root)):
         split_dir = os.path.join(root, split)
         if not os.path.isdir(split_dir):
@@ -61,7 +61,7 @@ def _check_folder_layout(root: str):
         for label in sorted(os.listdir(split_dir)):
             class_dir = os.path.join(split_dir, label)
             if os.path.isdir(class_dir) and not _image_files(class_dir):
-                raise InputError(f'config.dataset: class folder {class_dir} has no images '
+                raise InputError(f'config.data.dataset: class folder {class_dir} has no images '
                                  f'({", ".join(IMAGE_EXTENSIONS)})')
 
 
@@ -99,19 +99,19 @@ def _builder(dataset: str, data_dir: str | None):
         return tfds.folder_dataset.ImageFolder(root, shape=IMAGE_SHAPE)
     builder = tfds.builder(dataset, data_dir=data_dir)
     offline_hint = (' Offline? Train from a local copy with '
-                    '--config.dataset=folder:/path/to/cifar10 (layout '
+                    '--config.data.dataset=folder:/path/to/cifar10 (layout '
                     'root/{train,test}/<class>/*.png|jpg).')
     # TFDS retries a download for minutes before it fails: a few seconds tell the same.
     host = urllib.parse.urlparse(builder.info.homepage or '').hostname
     downloads = _tfds_download() is _TFDS_DOWNLOAD
     if host and downloads and not builder.is_prepared() and not _reachable(host):
-        raise InputError(f'config.dataset={dataset!r} is not in {builder.data_dir} and '
+        raise InputError(f'config.data.dataset={dataset!r} is not in {builder.data_dir} and '
                          f'{host} cannot be reached to download it.' + offline_hint)
     try:
         builder.download_and_prepare()
     except Exception as e:  # TFDS raises a zoo of network and file errors here.
         raise InputError(
-            f'config.dataset={dataset!r}: TFDS could not download or prepare it '
+            f'config.data.dataset={dataset!r}: TFDS could not download or prepare it '
             f'({type(e).__name__}: {str(e).splitlines()[0][:200]}).' + offline_hint) from None
     return builder
 
@@ -145,7 +145,7 @@ def _folder_digest(root: str, split: str, rows: tuple[int, int] | None) -> str:
 def _checked_builder(dataset: str, split: str, data_dir: str | None):
     builder = _builder(dataset, data_dir)
     if _folder_root(dataset) is not None and split not in builder.info.splits:
-        raise InputError(f'config.dataset={dataset!r} has no {split!r} split; '
+        raise InputError(f'config.data.dataset={dataset!r} has no {split!r} split; '
                          f'it has {sorted(builder.info.splits)}')
     return builder
 
@@ -239,7 +239,7 @@ def _decode_rows(builder, dataset: str, split: str, rows: tuple[int, int] | None
     except tf.errors.OpError:
         culprit = _folder_root(dataset) and _find_bad_image(_folder_root(dataset), split)
         if culprit:
-            raise InputError(f'config.dataset: {culprit}') from None
+            raise InputError(f'config.data.dataset: {culprit}') from None
         raise
     if not images:
         return Split(np.zeros((0, *IMAGE_SHAPE), np.uint8), np.zeros((0,), np.int32))

@@ -2,7 +2,7 @@
 without TensorFlow:
 
   python -m flax_cifar.data.to_arrays --dataset folder:/path/to/cifar10 --out /path/to/arrays
-  python main.py --config configs/default.py --config.dataset=arrays:/path/to/arrays
+  python main.py --config configs/default.py --config.data.dataset=arrays:/path/to/arrays
 """
 import argparse
 import os
@@ -40,7 +40,7 @@ def main(argv=None):
     except InputError as e:
         sys.exit(f'error: {e}')
     print(f"{out}: {', '.join(f'{n} {s} images' for s, n in info['splits'].items())}, "
-          f"classes {', '.join(info['classes'])}; train with --config.dataset=arrays:{out}")
+          f"classes {', '.join(info['classes'])}; train with --config.data.dataset=arrays:{out}")
 
 
 if __name__ == '__main__':

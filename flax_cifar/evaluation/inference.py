@@ -10,7 +10,6 @@ import optax
 import PIL.Image
 from etils import epath
 
-from flax_cifar import validation
 from flax_cifar.data import types
 from flax_cifar.errors import InputError
 from flax_cifar.evaluation.views import average_views, test_time_views, view_images
@@ -33,7 +32,7 @@ def restore_for_inference(workdir: str, which: str = 'best'):
     class_names = meta['class_names']
     model = train_state.model_of(config, len(class_names))
     state = train_state.create_train_state(jax.random.key(0), model, optax.identity(),
-                                           ema=validation.keeps_average(config))
+                                           ema=train_state.keeps_average(config))
     state = checkpoints.restore_weights(step, state, meta['architecture'])
     checkpoints.close()
     return state, config, class_names, step
@@ -89,8 +88,8 @@ def log_probabilities(workdir: str, images: np.ndarray, which: str = 'best'):
     """(log-probabilities, class names) of uint8 images from the workdir's checkpoint, over
     the test-time views its config names."""
     state, config, class_names, _ = restore_for_inference(workdir, which)
-    views = ViewLogits(state, images, config.eval_batch_size, normalization=config.normalize)
-    return views.log_probabilities(*test_time_views(config)), class_names
+    views = ViewLogits(state, images, config.eval.batch_size, normalization=config.data.normalize)
+    return views.log_probabilities(*test_time_views(config.eval)), class_names
 
 
 def predict_files(workdir: str, paths: list[str], which: str = 'best') -> list[tuple]:

@@ -35,10 +35,11 @@ def format_report(matrix: np.ndarray, class_names: list[str]) -> str:
 
 def evaluated_average(config) -> str:
     """Which weight average the checkpoint's accuracy is of, named by its config fields."""
-    if config.lookahead.every:
-        return (f"Lookahead's slow weights (config.lookahead.every={config.lookahead.every}, "
-                f'config.lookahead.decay={config.lookahead.decay})')
-    return f'Moving average of the weights (config.ema_decay={config.ema_decay})'
+    if config.average.lookahead.every:
+        lookahead = config.average.lookahead
+        return (f"Lookahead's slow weights (config.average.lookahead.every={lookahead.every}, "
+                f'config.average.lookahead.decay={lookahead.decay})')
+    return f'Moving average of the weights (config.average.ema_decay={config.average.ema_decay})'
 
 
 def confusion_figure(matrix: np.ndarray, class_names: list[str], title: str):
@@ -77,29 +78,30 @@ def evaluate_checkpoint(workdir: str, which: str = 'best', dataset: str | None =
     Prints the table and writes `confusion_matrix_step<N>.png` into the workdir.
     """
     state, config, class_names, step = restore_for_inference(workdir, which)
-    dataset = dataset or config.dataset
-    test = sources.load_split(dataset, 'test', config.data_dir,
-                                     config.data_cache_dir)
+    dataset = dataset or config.data.dataset
+    test = sources.load_split(dataset, 'test', config.data.tfds_data_dir,
+                                     config.data.cache_dir)
     # The configured views give the loss, the accuracy and the confusion matrix; the others'
     # accuracies are reported beside it, as their effect on this checkpoint.
-    views = test_time_views(config)
+    views = test_time_views(config.eval)
     flip, translate = views
 
     def accuracy_of(state, ema: bool = True) -> float:  # with the configured views
-        logits = ViewLogits(state, test.images, config.eval_batch_size, ema=ema,
-                            normalization=config.normalize)
+        logits = ViewLogits(state, test.images, config.eval.batch_size, ema=ema,
+                            normalization=config.data.normalize)
         return float(np.mean(logits.log_probabilities(flip, translate).argmax(-1)
                              == test.labels))
 
     stored_accuracy = None
     if precise_bn_batches:
         stored_accuracy = accuracy_of(state)
-        train = sources.load_split(dataset, 'train', config.data_dir, config.data_cache_dir)
+        train = sources.load_split(dataset, 'train', config.data.tfds_data_dir,
+                                   config.data.cache_dir)
         state = precise_bn.with_precise_stats(
             state, train_state.model_of(config, len(class_names)), train.images,
-            precise_bn_batches, config.batch_size, config.seed, config.normalize)
-    test_logits = ViewLogits(state, test.images, config.eval_batch_size,
-                             normalization=config.normalize)
+            precise_bn_batches, config.train.batch_size, config.seed, config.data.normalize)
+    test_logits = ViewLogits(state, test.images, config.eval.batch_size,
+                             normalization=config.data.normalize)
     log_probabilities = test_logits.log_probabilities(flip, translate)
     matrix = confusion_matrix(test.labels, log_probabilities.argmax(-1), len(class_names))
     count = len(test.labels)
@@ -112,11 +114,12 @@ def evaluate_checkpoint(workdir: str, which: str = 'best', dataset: str | None =
     print(f'{which} checkpoint: step {step} of {workdir}')
     if precise_bn_batches:
         print(f'PreciseBN: BatchNorm statistics recomputed over {precise_bn_batches} training '
-              f'batches of {config.batch_size} (the stored ones: {100 * stored_accuracy:.2f}%)')
+              f'batches of {config.train.batch_size} (the stored ones: '
+              f'{100 * stored_accuracy:.2f}%)')
     print(f"Test set: Average loss: {result['loss']:.4f}, Accuracy: "
           f"{result['correct']}/{result['count']} ({100 * result['accuracy']:.2f}%)")
-    print(f'Test-time views: configured flip={flip}, translate={translate} (config.eval_flip, '
-          f'config.eval_translate); ' + ', '.join(
+    print(f'Test-time views: configured flip={flip}, translate={translate} (config.eval.flip, '
+          f'config.eval.translate); ' + ', '.join(
               f'{name}: {100 * accuracy:.2f}%' for name, accuracy in view_accuracies.items()))
     raw_accuracy = None
     if train_state.average_of(state) is not None:

@@ -10,9 +10,9 @@ import ml_collections
 from flax_cifar.state.train_state import TrainState, inference_variables
 
 
-def test_time_views(config: ml_collections.ConfigDict) -> tuple[bool, int]:
-    """(flip, translate) of predict_logits, as the config asks for them."""
-    return bool(config.eval_flip), int(config.eval_translate)
+def test_time_views(evaluation: ml_collections.ConfigDict) -> tuple[bool, int]:
+    """(flip, translate) of predict_logits, as config.eval asks for them."""
+    return bool(evaluation.flip), int(evaluation.translate)
 
 
 def view_images(images: jax.Array, shift: int, mirrored: bool) -> jax.Array:

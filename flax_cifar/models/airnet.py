@@ -17,7 +17,7 @@ INITS = {'lecun': nn.initializers.lecun_normal(),
 class AirNet(Network):
     """airbench's layout, made depthwise-separable and dilated, for under 200k parameters.
 
-    A frozen 2x2 patch-whitening conv (config.stem_whitening), then one block per width:
+    A frozen 2x2 patch-whitening conv (config.whitening.layer), then one block per width:
     `depth` convs, conv -> BN -> act, all but the first dilated, a 2x2 max pool after conv
     `pool_after` (airbench: the first, before its BN). Every conv is depthwise-separable (a
     depthwise 3x3 and a pointwise 1x1) except the first `dense_convs`, dense 3x3 convs where

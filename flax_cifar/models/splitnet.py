@@ -54,7 +54,7 @@ class SplitNet(Network):
     """xvel/cifar10-tiniest's layout (channels split over depthwise kernels of several sizes,
     one dilated; gated 1x1 mixing; scaled shortcuts), with a whitened stem.
 
-    stem: frozen whitening conv (config.stem_whitening) -> act -> 1x1 to stage 1's width ->
+    stem: frozen whitening conv (config.whitening.layer) -> act -> 1x1 to stage 1's width ->
     (2x2 max pool) -> norm: most of the computation then runs at 16x16 and below. Each stage
     after the first opens with a separable 3x3 to its width, a 2x2 max pool and a norm, then
     `depth` SplitBlocks. Head: global average pool, norm, dense.

@@ -29,7 +29,7 @@ def create_mesh() -> Mesh:
 
 
 def num_shards(config: ml_collections.ConfigDict) -> int:
-    return config.data_shards or jax.process_count()
+    return config.data.shards or jax.process_count()
 
 
 def host_rows(num_examples: int, shards: int) -> tuple[int, int]:

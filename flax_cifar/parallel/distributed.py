@@ -17,9 +17,8 @@ def on_multihost_tpu() -> bool:
     return len(os.environ.get('TPU_WORKER_HOSTNAMES', '').split(',')) > 1
 
 
-def maybe_initialize(config: ml_collections.ConfigDict) -> bool:
-    """Joins the other processes if the config or the platform says there are any."""
-    settings = config.distributed
+def maybe_initialize(settings: ml_collections.ConfigDict) -> bool:
+    """Joins the other processes if config.distributed or the platform says there are any."""
     if settings.coordinator_address:
         jax.distributed.initialize(coordinator_address=settings.coordinator_address,
                                    num_processes=settings.num_processes,

@@ -3,7 +3,7 @@ schedule chosen by name (OPTIMIZERS, SCHEDULES), and parameter rules from the co
 
 Rules are regexes over whole parameter paths such as 'block1_conv1_bn/bias' (full matches:
 'block1_conv1' is not a rule for 'block1_conv10', '.*_bn/bias' is one for every BatchNorm
-bias). `config.frozen` parameters never change, `config.lr_mults` and `config.wd_mults`
+bias). `config.optim.frozen` parameters never change, `lr_mults` and `wd_mults`
 ((pattern, multiplier) pairs, the first match wins) scale a parameter's learning rate and
 weight decay. A rule that matches no parameter stops the run at start (`check_rules`), so a
 renamed layer cannot silently escape its rule.
@@ -25,34 +25,34 @@ def cross_entropy(logits, labels, label_smoothing: float = 0.0):
     return optax.softmax_cross_entropy(logits, targets)
 
 
-# Schedules: (config, schedule steps) -> optax schedule peaking at config.learning_rate.
+# Schedules: (config, schedule steps) -> optax schedule peaking at config.optim.learning_rate.
 
 def _onecycle(config, schedule_steps):
     return optax.cosine_onecycle_schedule(
-        transition_steps=schedule_steps, peak_value=config.learning_rate,
-        pct_start=config.warmup_fraction, div_factor=config.start_div_factor,
-        final_div_factor=config.final_div_factor)
+        transition_steps=schedule_steps, peak_value=config.optim.learning_rate,
+        pct_start=config.optim.warmup_fraction, div_factor=config.optim.start_div_factor,
+        final_div_factor=config.optim.final_div_factor)
 
 
 def _warmup_cosine(config, schedule_steps):
     return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=config.learning_rate,
-        warmup_steps=int(config.warmup_fraction * schedule_steps), decay_steps=schedule_steps)
+        init_value=0.0, peak_value=config.optim.learning_rate,
+        warmup_steps=int(config.optim.warmup_fraction * schedule_steps), decay_steps=schedule_steps)
 
 
 def _constant(config, schedule_steps):
     del schedule_steps
-    return optax.constant_schedule(config.learning_rate)
+    return optax.constant_schedule(config.optim.learning_rate)
 
 
 def _triangle(config, schedule_steps):
     """airbench's: linear from learning_rate / start_div_factor up to learning_rate at
     warmup_fraction of the steps, then linear down to that start / final_div_factor."""
-    start = config.learning_rate / config.start_div_factor
-    warmup = max(1, int(config.warmup_fraction * schedule_steps))
+    start = config.optim.learning_rate / config.optim.start_div_factor
+    warmup = max(1, int(config.optim.warmup_fraction * schedule_steps))
     return optax.join_schedules([
-        optax.linear_schedule(start, config.learning_rate, warmup),
-        optax.linear_schedule(config.learning_rate, start / config.final_div_factor,
+        optax.linear_schedule(start, config.optim.learning_rate, warmup),
+        optax.linear_schedule(config.optim.learning_rate, start / config.optim.final_div_factor,
                               max(1, schedule_steps - warmup))], [warmup])
 
 
@@ -62,8 +62,8 @@ SCHEDULES = {'onecycle': _onecycle, 'warmup_cosine': _warmup_cosine, 'constant':
 
 def create_learning_rate_fn(config: ml_collections.ConfigDict,
                             schedule_steps: int) -> optax.Schedule:
-    """The per-step learning rate; `config.learning_rate` is its peak."""
-    return SCHEDULES[config.schedule](config, schedule_steps)
+    """The per-step learning rate; `config.optim.learning_rate` is its peak."""
+    return SCHEDULES[config.optim.schedule](config, schedule_steps)
 
 
 # Parameter rules.
@@ -81,10 +81,10 @@ def _first_match(pairs, path: tuple, default: float) -> float:
 
 
 def frozen_patterns(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-    """config.frozen, and the whitened layer's kernel (config.stem_whitening), which its
+    """config.optim.frozen, and the whitened layer's kernel (config.whitening.layer), which its
     patch statistics set and nothing trains."""
-    whitened = (f'^{re.escape(config.stem_whitening)}/kernel$',) if config.stem_whitening else ()
-    return tuple(config.frozen) + whitened
+    whitened = (f'^{re.escape(config.whitening.layer)}/kernel$',) if config.whitening.layer else ()
+    return tuple(config.optim.frozen) + whitened
 
 
 def frozen_test(config: ml_collections.ConfigDict) -> Callable[[tuple], bool]:
@@ -96,13 +96,14 @@ def frozen_test(config: ml_collections.ConfigDict) -> Callable[[tuple], bool]:
 def check_rules(config: ml_collections.ConfigDict, params) -> None:
     """ConfigError naming the first rule that matches none of `params` (shapes suffice)."""
     paths = list(traverse_util.flatten_dict(params))
-    if config.stem_whitening and (config.stem_whitening, 'kernel') not in paths:
-        raise ConfigError(f'config.stem_whitening={config.stem_whitening!r}: the network has '
+    if config.whitening.layer and (config.whitening.layer, 'kernel') not in paths:
+        raise ConfigError(f'config.whitening.layer={config.whitening.layer!r}: the network has '
                           f'no such layer with a kernel (its first layers: '
                           f'{sorted({p[0] for p in paths})[:6]})')
-    rules = [('config.frozen', pattern) for pattern in config.frozen] + [
-        (f'config.{name}', pattern) for name in ('lr_mults', 'wd_mults', 'frozen_after_epochs')
-        for pattern, _ in config[name]]
+    rules = [('config.optim.frozen', pattern) for pattern in config.optim.frozen] + [
+        (f'config.optim.{name}', pattern)
+        for name in ('lr_mults', 'wd_mults', 'frozen_after_epochs')
+        for pattern, _ in config.optim[name]]
     for field, pattern in rules:
         try:
             matched = any(_matches(pattern, p) for p in paths)
@@ -131,13 +132,13 @@ def _scaled_by(pairs, default: float, transform: Callable[[float], optax.Gradien
 
 
 def _weight_decay(config):
-    """config.weight_decay times each parameter's config.wd_mults multiplier (0 unmatched)."""
-    return _scaled_by(config.wd_mults, 0.0,
-                      lambda m: optax.add_decayed_weights(config.weight_decay * m))
+    """config.optim.weight_decay times each parameter's wd_mults multiplier (0 unmatched)."""
+    return _scaled_by(config.optim.wd_mults, 0.0,
+                      lambda m: optax.add_decayed_weights(config.optim.weight_decay * m))
 
 
 def _lr_mults(config):
-    return _scaled_by(config.lr_mults, 1.0, optax.scale)
+    return _scaled_by(config.optim.lr_mults, 1.0, optax.scale)
 
 
 # Optimizers: (config, learning-rate schedule) -> a transformation of the trained parameters.
@@ -146,14 +147,15 @@ def sgd(config, learning_rate_fn):
     """SGD with (Nesterov) momentum and L2 weight decay. A learning-rate multiplier scales
     the gradient, not the decay (airbench's bias_scaler)."""
     return optax.chain(_lr_mults(config), _weight_decay(config),
-                       optax.sgd(learning_rate_fn, momentum=config.momentum,
-                                 nesterov=config.nesterov))
+                       optax.sgd(learning_rate_fn, momentum=config.optim.momentum,
+                                 nesterov=config.optim.nesterov))
 
 
 def adamw(config, learning_rate_fn):
     """AdamW as PyTorch has it: decay decoupled from the gradient, lr * wd * p a step."""
     return optax.chain(
-        optax.scale_by_adam(b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps),
+        optax.scale_by_adam(b1=config.optim.adam_b1, b2=config.optim.adam_b2,
+                            eps=config.optim.adam_eps),
         _weight_decay(config), _lr_mults(config),
         optax.scale_by_learning_rate(learning_rate_fn))
 
@@ -176,19 +178,19 @@ def normalize_weights() -> optax.GradientTransformation:
 
 
 def muon_for_matrices(config, learning_rate_fn):
-    """optax's Muon at config.muon_learning_rate, on the schedule's shape (each output filter a
-    row of an O x HWI matrix), weight decay by config.wd_mults; with
-    config.muon_normalize_weights, airbench94_muon's renormalized kernels."""
-    peak = config.learning_rate
+    """optax's Muon at config.optim.muon.learning_rate, on the schedule's shape (each output
+    filter a row of an O x HWI matrix), weight decay by config.optim.wd_mults; with
+    config.optim.muon.normalize_weights, airbench94_muon's renormalized kernels."""
+    peak = config.optim.learning_rate
     return optax.chain(
         optax.contrib.scale_by_muon(
-            beta=config.muon_momentum, nesterov=True, ns_steps=config.muon_ns_steps,
+            beta=config.optim.muon.momentum, nesterov=True, ns_steps=config.optim.muon.ns_steps,
             weight_dimension_numbers=lambda tree: jax.tree.map(
                 lambda _: optax.contrib.MuonDimensionNumbers((0, 1, 2), 3), tree)),
         _weight_decay(config),
         optax.scale_by_learning_rate(
-            lambda step: config.muon_learning_rate * learning_rate_fn(step) / peak),
-        *((normalize_weights(),) if config.muon_normalize_weights else ()))
+            lambda step: config.optim.muon.learning_rate * learning_rate_fn(step) / peak),
+        *((normalize_weights(),) if config.optim.muon.normalize_weights else ()))
 
 
 def muon(config, learning_rate_fn) -> dict:
@@ -197,7 +199,7 @@ def muon(config, learning_rate_fn) -> dict:
             'muon': muon_for_matrices(config, learning_rate_fn)}
 
 
-# config.optimizer: (config, schedule) -> {group: transformation}. 'trained' takes every
+# config.optim.name: (config, schedule) -> {group: transformation}. 'trained' takes every
 # trained parameter that no other group claims. The names are those of the optimizer state's
 # groups, which checkpoints hold.
 OPTIMIZERS = {'sgd': lambda config, schedule: {'trained': sgd(config, schedule)},
@@ -206,26 +208,26 @@ OPTIMIZERS = {'sgd': lambda config, schedule: {'trained': sgd(config, schedule)}
 
 
 def freeze_after(config, steps_per_epoch: int | None):
-    """Zeroes the updates of the parameters config.frozen_after_epochs names, from their
+    """Zeroes the updates of the parameters config.optim.frozen_after_epochs names, from their
     epoch on (airbench93 trains its whitening bias for 3 epochs)."""
-    if not config.frozen_after_epochs:
+    if not config.optim.frozen_after_epochs:
         return optax.identity()
     if steps_per_epoch is None:
-        raise ValueError('config.frozen_after_epochs needs the steps per epoch')
+        raise ValueError('config.optim.frozen_after_epochs needs the steps per epoch')
     parts = [optax.masked(
         optax.scale_by_schedule(
             lambda count, last=epoch * steps_per_epoch: jnp.where(count < last, 1.0, 0.0)),
         _tree(lambda path, _, pattern=pattern: _matches(pattern, path)))
-        for pattern, epoch in config.frozen_after_epochs]
+        for pattern, epoch in config.optim.frozen_after_epochs]
     return optax.chain(*parts)
 
 
 def create_optimizer(config: ml_collections.ConfigDict, learning_rate_fn: optax.Schedule,
                      steps_per_epoch: int | None = None) -> optax.GradientTransformation:
-    """config.optimizer's groups for the trained parameters (OPTIMIZERS); none for the frozen
+    """config.optim.name's groups for the trained parameters (OPTIMIZERS); none for the frozen
     (no update, decay or momentum)."""
-    groups = OPTIMIZERS[config.optimizer](config, learning_rate_fn)
-    if config.frozen_after_epochs:
+    groups = OPTIMIZERS[config.optim.name](config, learning_rate_fn)
+    if config.optim.frozen_after_epochs:
         groups['trained'] = optax.chain(groups['trained'],
                                         freeze_after(config, steps_per_epoch))
     if not frozen_patterns(config) and len(groups) == 1:

@@ -1,5 +1,5 @@
-"""Averages of the weights: a moving average (config.ema_decay) or airbench's Lookahead
-(config.lookahead), kept in state.ema and evaluated instead of the weights."""
+"""Averages of the weights: a moving average (config.average.ema_decay) or airbench's Lookahead
+(config.average.lookahead), kept in state.ema and evaluated instead of the weights."""
 from typing import NamedTuple
 
 import jax
@@ -18,8 +18,8 @@ def ema_decay_at(step: jax.Array, decay: float, warmup: bool = True) -> jax.Arra
 
 
 class Lookahead(NamedTuple):
-    """airbench's Lookahead (config.lookahead): every `every` steps from `start_step` on, the
-    slow copy (state.ema) moves towards the weights by 1 - rho and the weights jump back to
+    """airbench's Lookahead (config.average.lookahead): every `every` steps from `start_step`
+    on, the slow copy (state.ema) moves towards the weights by 1 - rho and the weights jump back to
     it, rho = decay ** every * (step / schedule_steps) ** power: free early, averaging strongly
     at the end. Every `reset_every` steps (each epoch's end, or the run's: airbench93's) the
     weights take the slow copy (rho = 1)."""
@@ -39,14 +39,15 @@ class Averaging(NamedTuple):
     lookahead: Lookahead | None = None
 
 
-def averaging_of(config: ml_collections.ConfigDict, steps_per_epoch: int,
+def averaging_of(average: ml_collections.ConfigDict, steps_per_epoch: int,
                  schedule_steps: int) -> Averaging:
-    settings = config.lookahead
+    """The averaging that config.average asks for, its epochs in steps."""
+    settings = average.lookahead
     lookahead = Lookahead(
         settings.every, settings.decay, settings.power, settings.start_epoch * steps_per_epoch,
         steps_per_epoch if settings.sync_each_epoch else schedule_steps,
         schedule_steps) if settings.every else None
-    return Averaging(config.ema_decay, config.ema_warmup, lookahead)
+    return Averaging(average.ema_decay, average.ema_warmup, lookahead)
 
 
 def lookahead_sync(state: TrainState, lookahead: Lookahead) -> TrainState:

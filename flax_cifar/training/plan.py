@@ -57,12 +57,13 @@ class Plan(NamedTuple):
 def plan_steps(config: ml_collections.ConfigDict, num_examples: int, shards: int = 1) -> Plan:
     """Full batches only; num_train_steps > 0 stops early; schedule_epochs > 0 stretches the
     schedule beyond the run (the first epochs of a longer one)."""
-    steps_per_epoch = (num_examples // shards) // (config.batch_size // shards)
+    steps_per_epoch = (num_examples // shards) // (config.train.batch_size // shards)
     if steps_per_epoch == 0:
-        raise ConfigError(f'config.batch_size={config.batch_size} is larger than the '
+        raise ConfigError(f'config.train.batch_size={config.train.batch_size} is larger than the '
                           f'{num_examples} training images')
-    stop = (config.num_train_steps if config.num_train_steps > 0
-            else config.num_epochs * steps_per_epoch)
-    schedule = config.schedule_epochs * steps_per_epoch if config.schedule_epochs else stop
-    return Plan(steps_per_epoch, stop, max(schedule, stop), config.steps_per_dispatch,
-                config.log_every_steps, config.checkpoint_every_steps)
+    stop = (config.train.steps if config.train.steps > 0
+            else config.train.epochs * steps_per_epoch)
+    schedule = (config.train.schedule_epochs * steps_per_epoch if config.train.schedule_epochs
+                else stop)
+    return Plan(steps_per_epoch, stop, max(schedule, stop), config.train.steps_per_dispatch,
+                config.train.log_every_steps, config.checkpoint.every_steps)

@@ -54,21 +54,21 @@ def make_train_fn(config: ml_collections.ConfigDict, mesh: Mesh, steps_per_epoch
     each gathered from the hosts' shards, augmented and normalized (data.augment) and trained
     on by `train_step`. steps_per_epoch paces the epoch-wise ops, schedule_steps Lookahead.
 
-    steps > 1 (config.steps_per_dispatch): one dispatch instead of `steps` round trips
+    steps > 1 (config.train.steps_per_dispatch): one dispatch instead of `steps` round trips
     through Python, where the host's per-step cost rivals a short step (fast GPUs and TPUs),
     metrics stacked. Unrolled, not a lax.scan, which XLA's CPU backend ran at half speed
     (docs/speed.md); the same keys, so results agree with single steps up to float rounding.
     """
-    average = averaging.averaging_of(config, steps_per_epoch, schedule_steps)
+    average = averaging.averaging_of(config.average, steps_per_epoch, schedule_steps)
     dropout_rng = streams.key(config.seed, streams.DROPOUT)
 
     def gather_and_step(state, images, labels, orders, index):
-        ids = data_parallel.shard_batch_ids(orders, index, config.batch_size // len(orders),
+        ids = data_parallel.shard_batch_ids(orders, index, config.train.batch_size // len(orders),
                                             mesh.shape[data_parallel.HOSTS])
         batch = augment.train_batch(config, *data_parallel.take_rows(mesh, (images, labels), ids),
                                     state.step, steps_per_epoch)
         return train_step(state, data_parallel.split_over_devices(mesh, batch), dropout_rng,
-                          config.label_smoothing, average)
+                          config.train.label_smoothing, average)
 
     def train_fn(state, images, labels, orders, index):
         if steps == 1:
@@ -81,4 +81,4 @@ def make_train_fn(config: ml_collections.ConfigDict, mesh: Mesh, steps_per_epoch
 
     train_fn.__name__ = f'train_steps_{steps}'  # the program's name in profiles and logs
     return jax.jit(train_fn, donate_argnums=0,
-                   compiler_options=xla_options.training_options(config))
+                   compiler_options=xla_options.training_options(config.train))

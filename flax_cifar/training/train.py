@@ -39,7 +39,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
     data = host_data.load_host_data(config, mesh)
     plan = plan_lib.plan_steps(config, data.num_train, data.shards)
     learning_rate_fn = optim.create_learning_rate_fn(config, plan.schedule_steps)
-    checkpoints = checkpointing.Checkpoints(workdir, config.max_checkpoints_to_keep)
+    checkpoints = checkpointing.Checkpoints(workdir, config.checkpoint.max_to_keep)
     meta = checkpointing.run_meta(config, data.class_names)
     state, sums, log = _start(config, workdir, mesh, data, plan, learning_rate_fn, checkpoints,
                               meta)
@@ -47,8 +47,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
     train_fns = {n: step_lib.make_train_fn(config, mesh, plan.steps_per_epoch,
                                            plan.schedule_steps, n)
                  for n in {1, plan.steps_per_dispatch}}
-    test = evaluate.make_evaluate(mesh, config.eval_batch_size, *views.test_time_views(config),
-                                  normalization=config.normalize)
+    test = evaluate.make_evaluate(mesh, config.eval.batch_size, *views.test_time_views(config.eval),
+                                  normalization=config.data.normalize)
     order, pending = None, []
 
     def save(accuracy=None):
@@ -106,12 +106,12 @@ def _start(config, workdir, mesh, data, plan, learning_rate_fn, checkpoints, met
     restored or created, the run's config written where it trains."""
     is_chief = jax.process_index() == 0
     model = train_state.model_of(config, len(data.class_names))
-    console = progress.Console(is_chief, plan.num_epochs, config.batch_size)
+    console = progress.Console(is_chief, plan.num_epochs, config.train.batch_size)
     console.say(models.summarize(model, is_frozen=optim.frozen_test(config)))
     console.say(f'Devices: {jax.device_count()} {jax.devices()[0].device_kind} in '
                 f'{jax.process_count()} process(es), each taking '
-                f'{config.batch_size // jax.device_count()} of the {config.batch_size} images '
-                f'of a batch')
+                f'{config.train.batch_size // jax.device_count()} of the '
+                f'{config.train.batch_size} images of a batch')
     state, sums = _initial_state(config, model, mesh, data, plan, learning_rate_fn,
                                  checkpoints, meta['architecture'], console)
     step = int(state.step)
@@ -135,7 +135,7 @@ def _initial_state(config, model, mesh, data, plan, learning_rate_fn, checkpoint
     state = train_state.create_train_state(
         streams.key(config.seed, streams.INIT), model,
         optim.create_optimizer(config, learning_rate_fn, plan.steps_per_epoch),
-        ema=validation.keeps_average(config))
+        ema=train_state.keeps_average(config))
     # Replicated over the mesh before restoring, so that each process restores its own
     # copies: a restored array moved there afterwards would need a cross-host transfer.
     replicated = NamedSharding(mesh, P())
@@ -144,9 +144,9 @@ def _initial_state(config, model, mesh, data, plan, learning_rate_fn, checkpoint
     if saved:
         console.say(f'Resuming from the checkpoint at step {int(state.step)} in '
                     f'{checkpoints.directory}')
-    elif config.stem_whitening:  # a checkpoint holds its own
-        state = whitening.whiten_layer(state, config.stem_whitening, data.train_images,
-                                       config.normalize, config.whitening_eps)
+    elif config.whitening.layer:  # a checkpoint holds its own
+        state = whitening.whiten_layer(state, config.whitening.layer, data.train_images,
+                                       config.data.normalize, config.whitening.eps)
     # A checkpoint at an epoch's end holds the finished epoch's sums: nothing of the next.
     mid_epoch = saved and int(state.step) % plan.steps_per_epoch
     return (jax.device_put(state, replicated),

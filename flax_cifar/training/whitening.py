@@ -4,7 +4,7 @@ The trick of KellerJordan's airbench (and of Page's fast ResNet before it): the 
 decorrelates the pixels of each patch, so the layers after it start from inputs whose
 directions all have unit variance instead of a few strong colour and brightness directions.
 Its kernel holds the top eigenvectors of the training patches' covariance, each scaled by
-1 / sqrt(eigenvalue + eps) (config.whitening_eps) and paired with its negative, so the
+1 / sqrt(eigenvalue + eps) (config.whitening.eps) and paired with its negative, so the
 ReLU after it drops no direction. The optimizer leaves it alone (optim.frozen_patterns).
 """
 import functools
@@ -48,7 +48,7 @@ def whitening_kernel(images: jax.Array, kernel_shape: tuple[int, ...], eps: floa
     height, width, channels, features = kernel_shape
     patch_size = height * width * channels
     if features % 2 or features // 2 > patch_size:
-        raise InputError(f'config.stem_whitening: the first conv has {features} features; '
+        raise InputError(f'config.whitening.layer: the first conv has {features} features; '
                          f'whitening needs an even number, at most twice its {patch_size} '
                          f'patch entries')
     covariance = patch_covariance(images, (height, width))
@@ -73,8 +73,8 @@ def with_kernel(params: dict, layer: str, kernel: jax.Array) -> dict:
 
 def whiten_layer(state: TrainState, layer: str, train_images: jax.Array, normalization: str,
                  eps: float) -> TrainState:
-    """The state with `layer`'s kernel whitened (config.stem_whitening, config.normalize,
-    config.whitening_eps), its average too."""
+    """The state with `layer`'s kernel whitened (config.whitening.layer, config.data.normalize,
+    config.whitening.eps), its average too."""
     kernel = kernel_like(state.params[layer]['kernel'], train_images, normalization, eps)
     state = state.replace(params=with_kernel(state.params, layer, kernel))
     if average_of(state) is not None:  # a buffer of its own: the step donates both

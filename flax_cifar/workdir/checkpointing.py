@@ -23,8 +23,9 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
-from flax_cifar import errors, storage, validation
+from flax_cifar import errors, storage
 from flax_cifar.errors import InputError
+from flax_cifar.state import train_state
 from flax_cifar.workdir import compat
 
 BEST_METRIC = 'test_accuracy'
@@ -207,8 +208,8 @@ def architecture(config: ml_collections.ConfigDict) -> dict:
     frozen (compat.architecture_flags)."""
     plain = config.to_dict()
     fields = {name: plain[name] for name in ARCHITECTURE_FIELDS}
-    fields.update(compat.architecture_flags(ema=validation.keeps_average(config),
-                                            whitened=bool(config.stem_whitening)))
+    fields.update(compat.architecture_flags(ema=train_state.keeps_average(config),
+                                            whitened=bool(config.whitening.layer)))
     return compat.jsonable(fields)
 
 
@@ -219,7 +220,8 @@ def architecture_mismatch(saved: dict, current: dict) -> str | None:
     def walk(a, b, path):
         if isinstance(a, dict) and isinstance(b, dict):
             for key in sorted(set(a) | set(b)):
-                found = walk(a.get(key, '<absent>'), b.get(key, '<absent>'), f'{path}.{key}')
+                name = (compat.moved_key(key) or key) if path == 'config' else key  # the flags
+                found = walk(a.get(key, '<absent>'), b.get(key, '<absent>'), f'{path}.{name}')
                 if found:
                     return found
             return None

@@ -22,15 +22,49 @@ ADDED_FIELDS = {'normalize': 'mean_std', 'optimizer': 'sgd', 'ema_warmup': True,
                               'sync_each_epoch': True}}
 
 
+# Fields moved into sections (config.data, config.train, ...): {flat name: dotted path}.
+MOVED_FIELDS = {
+    'dataset': 'data.dataset', 'data_dir': 'data.tfds_data_dir',
+    'data_cache_dir': 'data.cache_dir', 'normalize': 'data.normalize',
+    'data_shards': 'data.shards',
+    'augment': 'augment.enabled', **{name: f'augment.{name}' for name in (
+        'crop_padding', 'crop_pad_mode', 'flip', 'alternating_flip', 'rotate_degrees',
+        'rotate_p', 'sharpen_p', 'sharpen_factors', 'color_jiggle_p', 'color_jiggle',
+        'mixup_max', 'mixup_ramp', 'cutout_size')},
+    'stem_whitening': 'whitening.layer', 'whitening_eps': 'whitening.eps',
+    'optimizer': 'optim.name', **{name: f'optim.{name}' for name in (
+        'learning_rate', 'schedule', 'warmup_fraction', 'start_div_factor', 'final_div_factor',
+        'momentum', 'nesterov', 'adam_b1', 'adam_b2', 'adam_eps', 'weight_decay', 'frozen',
+        'lr_mults', 'wd_mults', 'frozen_after_epochs')},
+    **{f'muon_{name}': f'optim.muon.{name}' for name in (
+        'learning_rate', 'momentum', 'ns_steps', 'normalize_weights')},
+    'ema_decay': 'average.ema_decay', 'ema_warmup': 'average.ema_warmup',
+    'lookahead': 'average.lookahead',
+    'batch_size': 'train.batch_size', 'num_epochs': 'train.epochs',
+    'num_train_steps': 'train.steps', 'schedule_epochs': 'train.schedule_epochs',
+    'label_smoothing': 'train.label_smoothing', 'log_every_steps': 'train.log_every_steps',
+    'steps_per_dispatch': 'train.steps_per_dispatch',
+    'cpu_ynnpack_convolutions': 'train.cpu_ynnpack_convolutions',
+    'eval_batch_size': 'eval.batch_size', 'eval_flip': 'eval.flip',
+    'eval_translate': 'eval.translate',
+    'checkpoint_every_steps': 'checkpoint.every_steps',
+    'max_checkpoints_to_keep': 'checkpoint.max_to_keep',
+}
+
+
+def moved_key(key: str) -> str | None:
+    """Today's dotted path of a flat config key ('num_epochs', 'lookahead.every'), or None."""
+    first, dot, rest = RENAMED_FIELDS.get(key, key).partition('.')
+    first = RENAMED_FIELDS.get(first, first)
+    return MOVED_FIELDS[first] + dot + rest if first in MOVED_FIELDS else None
+
+
 def upgrade_config(config: dict) -> dict:
-    """A saved config (a dict) with today's field names and values."""
+    """A saved config (a dict) with today's field names, values and sections."""
+    if 'train' in config:  # saved with sections: only the model may have been renamed since
+        return {**config, **upgrade_model(config)}
     config = {RENAMED_FIELDS.get(name, name): value for name, value in config.items()}
-    config['model'] = RENAMED_MODELS.get(config.get('model'), config.get('model'))
-    args = dict(config.get('model_args') or {})
-    for (model, old), (new, convert) in RENAMED_MODEL_ARGS.items():
-        if config['model'] == model and old in args:
-            args[new] = convert(args.pop(old))
-    config['model_args'] = args
+    config.update(upgrade_model(config))
     if isinstance(config.get('stem_whitening'), bool):
         config['stem_whitening'] = (WHITENED_LAYERS.get(config['model'], '')
                                     if config['stem_whitening'] else '')
@@ -42,7 +76,29 @@ def upgrade_config(config: dict) -> dict:
     for name, value in ADDED_FIELDS.items():
         config.setdefault(name, value)
     config['lookahead'] = {**ADDED_FIELDS['lookahead'], **config['lookahead']}
-    return config
+    return _into_sections(config)
+
+
+def upgrade_model(config: dict) -> dict:
+    """{'model': ..., 'model_args': ...} of a saved config, renamed fields and models upgraded."""
+    model = RENAMED_MODELS.get(config.get('model'), config.get('model'))
+    args = dict(config.get('model_args') or {})
+    for (family, old), (new, convert) in RENAMED_MODEL_ARGS.items():
+        if model == family and old in args:
+            args[new] = convert(args.pop(old))
+    return {'model': model, 'model_args': args}
+
+
+def _into_sections(config: dict) -> dict:
+    """A flat config's fields moved to their sections; fields of no section stay on top."""
+    sectioned = {}
+    for name, value in config.items():
+        path = MOVED_FIELDS.get(name, name).split('.')
+        node = sectioned
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return sectioned
 
 
 def upgrade_meta(meta: dict) -> dict:
@@ -54,9 +110,7 @@ def upgrade_meta(meta: dict) -> dict:
         meta['config'] = upgrade_config(meta['config'])
     if 'architecture' in meta:
         architecture = dict(meta['architecture'])
-        upgraded = upgrade_config({'stem_whitening': False, **architecture})
-        architecture['model'], architecture['model_args'] = (upgraded['model'],
-                                                             upgraded['model_args'])
+        architecture.update(upgrade_model(architecture))
         meta['architecture'] = architecture
     return meta
 
