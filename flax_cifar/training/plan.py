@@ -10,7 +10,7 @@ from flax_cifar.errors import ConfigError
 
 class Plan(NamedTuple):
     steps_per_epoch: int
-    stop_step: int           # where this run stops (num_train_steps or num_epochs)
+    stop_step: int           # where this run stops (train.steps or train.epochs)
     schedule_steps: int      # what the learning-rate schedule and Lookahead span
     steps_per_dispatch: int  # steps unrolled in one call where they fit (dispatch_size)
     log_every: int           # report every this many steps of an epoch
@@ -55,7 +55,7 @@ class Plan(NamedTuple):
 
 
 def plan_steps(config: ml_collections.ConfigDict, num_examples: int, shards: int = 1) -> Plan:
-    """Full batches only; num_train_steps > 0 stops early; schedule_epochs > 0 stretches the
+    """Full batches only; train.steps > 0 stops early; train.schedule_epochs > 0 stretches the
     schedule beyond the run (the first epochs of a longer one)."""
     steps_per_epoch = (num_examples // shards) // (config.train.batch_size // shards)
     if steps_per_epoch == 0:
