@@ -42,7 +42,7 @@ def random_setup(config):
     """(model, its fresh train state, a random batch of config.train.batch_size images)."""
     model = train_state.model_of(config)
     state = train_state.create_train_state(jax.random.key(0), model, optim.create_optimizer(
-        config, optim.create_learning_rate_fn(config, 1000)))
+        config, optim.create_learning_rate_fn(config.optim, 1000)))
     rng = np.random.default_rng(0)
     size = config.train.batch_size
     batch = {'image': jnp.asarray(rng.normal(size=(size, 32, 32, 3)), jnp.float32),

@@ -36,7 +36,7 @@ def main(argv):
     del argv
     config, n = FLAGS.config, FLAGS.steps_per_dispatch
     model = train_state.model_of(config)
-    tx = optim.create_optimizer(config, optim.create_learning_rate_fn(config, 1000))
+    tx = optim.create_optimizer(config, optim.create_learning_rate_fn(config.optim, 1000))
     state = train_state.create_train_state(jax.random.key(0), model, tx)
     rng = np.random.default_rng(0)
     images = jnp.asarray(rng.normal(size=(n, config.train.batch_size, 32, 32, 3)), jnp.float32)

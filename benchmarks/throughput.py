@@ -107,10 +107,10 @@ def measure(config) -> dict:
     data = host_data.load_host_data(config, mesh)
     plan = plan_lib.plan_steps(config, data.num_train, data.shards)
     model = train_state.model_of(config, len(data.class_names))
-    learning_rate_fn = optim.create_learning_rate_fn(config, plan.schedule_steps)
+    learning_rate_fn = optim.create_learning_rate_fn(config.optim, plan.schedule_steps)
     state = train_state.create_train_state(
         jax.random.key(config.seed), model, optim.create_optimizer(config, learning_rate_fn),
-        ema=train_state.keeps_average(config))
+        ema=train_state.keeps_average(config.average))
     train_fn = step_lib.make_train_fn(config, mesh, plan.steps_per_epoch, plan.schedule_steps)
     order = data_parallel.by_host(mesh, data_parallel.host_block(
         host_data.epoch_order(config.seed, 0, data.num_train, data.shards)))

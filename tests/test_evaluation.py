@@ -113,11 +113,11 @@ def test_training_writes_curves_and_they_can_be_redrawn(trained):
 
 def test_the_reported_average_is_named_by_the_fields_that_made_it():
     from configs import default
-    assert report.evaluated_average(default.get_config()).startswith(
+    assert report.evaluated_average(default.get_config().average).startswith(
         "Lookahead's slow weights (config.average.lookahead.every=")  # the default's average
     config = smoke.get_config()
     config.average.ema_decay = 0.99
-    assert report.evaluated_average(config) == (
+    assert report.evaluated_average(config.average) == (
         'Moving average of the weights (config.average.ema_decay=0.99)')
 
 

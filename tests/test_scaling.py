@@ -123,7 +123,7 @@ def test_half_precision_computes_in_bfloat16_and_keeps_float32_parameters():
     config = smoke.get_config()
     config.half_precision = True
     model = train_state.model_of(config)
-    tx = optim.create_optimizer(config, optim.create_learning_rate_fn(config, 10))
+    tx = optim.create_optimizer(config, optim.create_learning_rate_fn(config.optim, 10))
     state = train_state.create_train_state(jax.random.key(0), model, tx)
     rng = np.random.default_rng(0)
     batch = {'image': jnp.asarray(rng.normal(size=(8, 32, 32, 3)), jnp.float32),

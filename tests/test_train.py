@@ -26,7 +26,7 @@ from flax_cifar.workdir import compat
 
 def make_state(config, ema=False):
     model = train_state.model_of(config)
-    tx = optim.create_optimizer(config, optim.create_learning_rate_fn(config, 10))
+    tx = optim.create_optimizer(config, optim.create_learning_rate_fn(config.optim, 10))
     return train_state.create_train_state(jax.random.key(0), model, tx, ema=ema)
 
 
@@ -101,7 +101,7 @@ def test_eval_step_masks_padding():
 @pytest.mark.parametrize('schedule', ['onecycle', 'warmup_cosine', 'constant', 'triangle'])
 def test_schedules_peak_at_the_learning_rate(schedule):
     config = smoke_config(optim=dict(schedule=schedule, learning_rate=0.4))
-    fn = optim.create_learning_rate_fn(config, schedule_steps=100)
+    fn = optim.create_learning_rate_fn(config.optim, schedule_steps=100)
     values = np.array([fn(i) for i in range(101)])
     assert values.max() == pytest.approx(0.4, rel=1e-3)
     if schedule != 'constant':
@@ -109,7 +109,7 @@ def test_schedules_peak_at_the_learning_rate(schedule):
 
 
 def test_triangle_schedule_rises_and_falls_linearly_as_airbench_does():
-    fn = optim.create_learning_rate_fn(airnet.get_config(), schedule_steps=100)
+    fn = optim.create_learning_rate_fn(airnet.get_config().optim, schedule_steps=100)
     assert float(fn(0)) == pytest.approx(1.5 / 5)
     assert float(fn(23)) == pytest.approx(1.5)
     assert float(fn(100)) == pytest.approx(1.5 * 0.07, rel=1e-5)

@@ -57,7 +57,7 @@ def test_impossible_first_conv_widths_are_named(features):
 def test_frozen_kernel_neither_trains_nor_decays_while_the_rest_trains():
     config = smoke_with_whitening()
     model = train_state.model_of(config)
-    tx = optim.create_optimizer(config, optim.create_learning_rate_fn(config, 10))
+    tx = optim.create_optimizer(config, optim.create_learning_rate_fn(config.optim, 10))
     state = train_state.create_train_state(jax.random.key(0), model, tx, ema=True)
     images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)), jnp.uint8)
     layer = config.whitening.layer

@@ -45,7 +45,7 @@ class HostData(NamedTuple):
 
 def load_host_data(config: ml_collections.ConfigDict, mesh: Mesh) -> HostData:
     """Reads and decodes this process's rows only, and puts them on its devices."""
-    shards = data_parallel.num_shards(config)
+    shards = data_parallel.num_shards(config.data)
     num_train = sources.num_examples(config.data.dataset, 'train', config.data.tfds_data_dir)
     train_rows = data_parallel.host_rows(num_train, shards)
     *test_rows, test_rows_per_host = data_parallel.padded_host_rows(

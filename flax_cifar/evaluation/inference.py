@@ -32,7 +32,7 @@ def restore_for_inference(workdir: str, which: str = 'best'):
     class_names = meta['class_names']
     model = train_state.model_of(config, len(class_names))
     state = train_state.create_train_state(jax.random.key(0), model, optax.identity(),
-                                           ema=train_state.keeps_average(config))
+                                           ema=train_state.keeps_average(config.average))
     state = checkpoints.restore_weights(step, state, meta['architecture'])
     checkpoints.close()
     return state, config, class_names, step

@@ -33,13 +33,14 @@ def format_report(matrix: np.ndarray, class_names: list[str]) -> str:
     return '\n'.join(lines)
 
 
-def evaluated_average(config) -> str:
-    """Which weight average the checkpoint's accuracy is of, named by its config fields."""
-    if config.average.lookahead.every:
-        lookahead = config.average.lookahead
-        return (f"Lookahead's slow weights (config.average.lookahead.every={lookahead.every}, "
-                f'config.average.lookahead.decay={lookahead.decay})')
-    return f'Moving average of the weights (config.average.ema_decay={config.average.ema_decay})'
+def evaluated_average(average) -> str:
+    """Which weight average the checkpoint's accuracy is of, named by its config.average
+    fields."""
+    if average.lookahead.every:
+        return (f"Lookahead's slow weights (config.average.lookahead.every="
+                f'{average.lookahead.every}, config.average.lookahead.decay='
+                f'{average.lookahead.decay})')
+    return f'Moving average of the weights (config.average.ema_decay={average.ema_decay})'
 
 
 def confusion_figure(matrix: np.ndarray, class_names: list[str], title: str):
@@ -124,7 +125,8 @@ def evaluate_checkpoint(workdir: str, which: str = 'best', dataset: str | None =
     raw_accuracy = None
     if train_state.average_of(state) is not None:
         raw_accuracy = accuracy_of(state, ema=False)
-        print(f'{evaluated_average(config)}; the weights themselves: {100 * raw_accuracy:.2f}%')
+        print(f'{evaluated_average(config.average)}; the weights themselves: '
+              f'{100 * raw_accuracy:.2f}%')
     print(format_report(matrix, class_names))
     path = os.path.join(workdir, f'confusion_matrix_step{step}.png')
     plots.save(confusion_figure(matrix, class_names,

@@ -28,8 +28,9 @@ def create_mesh() -> Mesh:
                 axis_types=(AxisType.Auto, AxisType.Auto))
 
 
-def num_shards(config: ml_collections.ConfigDict) -> int:
-    return config.data.shards or jax.process_count()
+def num_shards(data: ml_collections.ConfigDict) -> int:
+    """The training split's shards (config.data.shards; 0: one per process)."""
+    return data.shards or jax.process_count()
 
 
 def host_rows(num_examples: int, shards: int) -> tuple[int, int]:

@@ -25,34 +25,34 @@ def cross_entropy(logits, labels, label_smoothing: float = 0.0):
     return optax.softmax_cross_entropy(logits, targets)
 
 
-# Schedules: (config, schedule steps) -> optax schedule peaking at config.optim.learning_rate.
+# Schedules: (config.optim, schedule steps) -> optax schedule peaking at its learning_rate.
 
-def _onecycle(config, schedule_steps):
+def _onecycle(optim, schedule_steps):
     return optax.cosine_onecycle_schedule(
-        transition_steps=schedule_steps, peak_value=config.optim.learning_rate,
-        pct_start=config.optim.warmup_fraction, div_factor=config.optim.start_div_factor,
-        final_div_factor=config.optim.final_div_factor)
+        transition_steps=schedule_steps, peak_value=optim.learning_rate,
+        pct_start=optim.warmup_fraction, div_factor=optim.start_div_factor,
+        final_div_factor=optim.final_div_factor)
 
 
-def _warmup_cosine(config, schedule_steps):
+def _warmup_cosine(optim, schedule_steps):
     return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=config.optim.learning_rate,
-        warmup_steps=int(config.optim.warmup_fraction * schedule_steps), decay_steps=schedule_steps)
+        init_value=0.0, peak_value=optim.learning_rate,
+        warmup_steps=int(optim.warmup_fraction * schedule_steps), decay_steps=schedule_steps)
 
 
-def _constant(config, schedule_steps):
+def _constant(optim, schedule_steps):
     del schedule_steps
-    return optax.constant_schedule(config.optim.learning_rate)
+    return optax.constant_schedule(optim.learning_rate)
 
 
-def _triangle(config, schedule_steps):
+def _triangle(optim, schedule_steps):
     """airbench's: linear from learning_rate / start_div_factor up to learning_rate at
     warmup_fraction of the steps, then linear down to that start / final_div_factor."""
-    start = config.optim.learning_rate / config.optim.start_div_factor
-    warmup = max(1, int(config.optim.warmup_fraction * schedule_steps))
+    start = optim.learning_rate / optim.start_div_factor
+    warmup = max(1, int(optim.warmup_fraction * schedule_steps))
     return optax.join_schedules([
-        optax.linear_schedule(start, config.optim.learning_rate, warmup),
-        optax.linear_schedule(config.optim.learning_rate, start / config.optim.final_div_factor,
+        optax.linear_schedule(start, optim.learning_rate, warmup),
+        optax.linear_schedule(optim.learning_rate, start / optim.final_div_factor,
                               max(1, schedule_steps - warmup))], [warmup])
 
 
@@ -60,10 +60,10 @@ SCHEDULES = {'onecycle': _onecycle, 'warmup_cosine': _warmup_cosine, 'constant':
              'triangle': _triangle}
 
 
-def create_learning_rate_fn(config: ml_collections.ConfigDict,
+def create_learning_rate_fn(optim: ml_collections.ConfigDict,
                             schedule_steps: int) -> optax.Schedule:
-    """The per-step learning rate; `config.optim.learning_rate` is its peak."""
-    return SCHEDULES[config.optim.schedule](config, schedule_steps)
+    """The per-step learning rate of config.optim (`optim`); its learning_rate is the peak."""
+    return SCHEDULES[optim.schedule](optim, schedule_steps)
 
 
 # Parameter rules.
@@ -131,32 +131,33 @@ def _scaled_by(pairs, default: float, transform: Callable[[float], optax.Gradien
     return parts[0] if len(parts) == 1 else optax.chain(*parts)
 
 
-def _weight_decay(config):
-    """config.optim.weight_decay times each parameter's wd_mults multiplier (0 unmatched)."""
-    return _scaled_by(config.optim.wd_mults, 0.0,
-                      lambda m: optax.add_decayed_weights(config.optim.weight_decay * m))
+def _weight_decay(optim):
+    """weight_decay times each parameter's wd_mults multiplier (0 unmatched)."""
+    return _scaled_by(optim.wd_mults, 0.0,
+                      lambda m: optax.add_decayed_weights(optim.weight_decay * m))
 
 
-def _lr_mults(config):
-    return _scaled_by(config.optim.lr_mults, 1.0, optax.scale)
+def _lr_mults(optim):
+    return _scaled_by(optim.lr_mults, 1.0, optax.scale)
 
 
-# Optimizers: (config, learning-rate schedule) -> a transformation of the trained parameters.
+# Optimizers: (config.optim, learning-rate schedule) -> a transformation of the trained
+# parameters.
 
-def sgd(config, learning_rate_fn):
+def sgd(optim, learning_rate_fn):
     """SGD with (Nesterov) momentum and L2 weight decay. A learning-rate multiplier scales
     the gradient, not the decay (airbench's bias_scaler)."""
-    return optax.chain(_lr_mults(config), _weight_decay(config),
-                       optax.sgd(learning_rate_fn, momentum=config.optim.momentum,
-                                 nesterov=config.optim.nesterov))
+    return optax.chain(_lr_mults(optim), _weight_decay(optim),
+                       optax.sgd(learning_rate_fn, momentum=optim.momentum,
+                                 nesterov=optim.nesterov))
 
 
-def adamw(config, learning_rate_fn):
+def adamw(optim, learning_rate_fn):
     """AdamW as PyTorch has it: decay decoupled from the gradient, lr * wd * p a step."""
     return optax.chain(
-        optax.scale_by_adam(b1=config.optim.adam_b1, b2=config.optim.adam_b2,
-                            eps=config.optim.adam_eps),
-        _weight_decay(config), _lr_mults(config),
+        optax.scale_by_adam(b1=optim.adam_b1, b2=optim.adam_b2,
+                            eps=optim.adam_eps),
+        _weight_decay(optim), _lr_mults(optim),
         optax.scale_by_learning_rate(learning_rate_fn))
 
 
@@ -177,40 +178,40 @@ def normalize_weights() -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
 
 
-def muon_for_matrices(config, learning_rate_fn):
+def muon_for_matrices(optim, learning_rate_fn):
     """optax's Muon at config.optim.muon.learning_rate, on the schedule's shape (each output
-    filter a row of an O x HWI matrix), weight decay by config.optim.wd_mults; with
-    config.optim.muon.normalize_weights, airbench94_muon's renormalized kernels."""
-    peak = config.optim.learning_rate
+    filter a row of an O x HWI matrix), weight decay by wd_mults; with
+    muon.normalize_weights, airbench94_muon's renormalized kernels."""
+    peak = optim.learning_rate
     return optax.chain(
         optax.contrib.scale_by_muon(
-            beta=config.optim.muon.momentum, nesterov=True, ns_steps=config.optim.muon.ns_steps,
+            beta=optim.muon.momentum, nesterov=True, ns_steps=optim.muon.ns_steps,
             weight_dimension_numbers=lambda tree: jax.tree.map(
                 lambda _: optax.contrib.MuonDimensionNumbers((0, 1, 2), 3), tree)),
-        _weight_decay(config),
+        _weight_decay(optim),
         optax.scale_by_learning_rate(
-            lambda step: config.optim.muon.learning_rate * learning_rate_fn(step) / peak),
-        *((normalize_weights(),) if config.optim.muon.normalize_weights else ()))
+            lambda step: optim.muon.learning_rate * learning_rate_fn(step) / peak),
+        *((normalize_weights(),) if optim.muon.normalize_weights else ()))
 
 
-def muon(config, learning_rate_fn) -> dict:
+def muon(optim, learning_rate_fn) -> dict:
     """Muon for the dense and pointwise conv kernels (is_matrix_kernel), SGD for the rest."""
-    return {'trained': sgd(config, learning_rate_fn),
-            'muon': muon_for_matrices(config, learning_rate_fn)}
+    return {'trained': sgd(optim, learning_rate_fn),
+            'muon': muon_for_matrices(optim, learning_rate_fn)}
 
 
-# config.optim.name: (config, schedule) -> {group: transformation}. 'trained' takes every
+# config.optim.name: (config.optim, schedule) -> {group: transformation}. 'trained' takes every
 # trained parameter that no other group claims. The names are those of the optimizer state's
 # groups, which checkpoints hold.
-OPTIMIZERS = {'sgd': lambda config, schedule: {'trained': sgd(config, schedule)},
-              'adamw': lambda config, schedule: {'trained': adamw(config, schedule)},
+OPTIMIZERS = {'sgd': lambda optim, schedule: {'trained': sgd(optim, schedule)},
+              'adamw': lambda optim, schedule: {'trained': adamw(optim, schedule)},
               'muon': muon}
 
 
-def freeze_after(config, steps_per_epoch: int | None):
+def freeze_after(optim, steps_per_epoch: int | None):
     """Zeroes the updates of the parameters config.optim.frozen_after_epochs names, from their
     epoch on (airbench93 trains its whitening bias for 3 epochs)."""
-    if not config.optim.frozen_after_epochs:
+    if not optim.frozen_after_epochs:
         return optax.identity()
     if steps_per_epoch is None:
         raise ValueError('config.optim.frozen_after_epochs needs the steps per epoch')
@@ -218,7 +219,7 @@ def freeze_after(config, steps_per_epoch: int | None):
         optax.scale_by_schedule(
             lambda count, last=epoch * steps_per_epoch: jnp.where(count < last, 1.0, 0.0)),
         _tree(lambda path, _, pattern=pattern: _matches(pattern, path)))
-        for pattern, epoch in config.optim.frozen_after_epochs]
+        for pattern, epoch in optim.frozen_after_epochs]
     return optax.chain(*parts)
 
 
@@ -226,10 +227,10 @@ def create_optimizer(config: ml_collections.ConfigDict, learning_rate_fn: optax.
                      steps_per_epoch: int | None = None) -> optax.GradientTransformation:
     """config.optim.name's groups for the trained parameters (OPTIMIZERS); none for the frozen
     (no update, decay or momentum)."""
-    groups = OPTIMIZERS[config.optim.name](config, learning_rate_fn)
+    groups = OPTIMIZERS[config.optim.name](config.optim, learning_rate_fn)
     if config.optim.frozen_after_epochs:
         groups['trained'] = optax.chain(groups['trained'],
-                                        freeze_after(config, steps_per_epoch))
+                                        freeze_after(config.optim, steps_per_epoch))
     if not frozen_patterns(config) and len(groups) == 1:
         return groups['trained']
     is_frozen = frozen_test(config)

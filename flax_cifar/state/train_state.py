@@ -63,7 +63,7 @@ def create_train_state(rng: jax.Array, model, tx: optax.GradientTransformation,
     return create(rng)
 
 
-def keeps_average(config: ml_collections.ConfigDict) -> bool:
-    """Whether the run keeps a second copy of its weights: a moving average
-    (config.average.ema_decay > 0) or Lookahead's slow weights (its lookahead.every > 0)."""
-    return config.average.ema_decay > 0 or config.average.lookahead.every > 0
+def keeps_average(average: ml_collections.ConfigDict) -> bool:
+    """Whether the run keeps a second copy of its weights (config.average): a moving average
+    (ema_decay > 0) or Lookahead's slow weights (lookahead.every > 0)."""
+    return average.ema_decay > 0 or average.lookahead.every > 0

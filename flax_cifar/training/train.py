@@ -38,7 +38,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
     mesh = data_parallel.create_mesh()
     data = host_data.load_host_data(config, mesh)
     plan = plan_lib.plan_steps(config, data.num_train, data.shards)
-    learning_rate_fn = optim.create_learning_rate_fn(config, plan.schedule_steps)
+    learning_rate_fn = optim.create_learning_rate_fn(config.optim, plan.schedule_steps)
     checkpoints = checkpointing.Checkpoints(workdir, config.checkpoint.max_to_keep)
     meta = checkpointing.run_meta(config, data.class_names)
     state, sums, log = _start(config, workdir, mesh, data, plan, learning_rate_fn, checkpoints,
@@ -135,7 +135,7 @@ def _initial_state(config, model, mesh, data, plan, learning_rate_fn, checkpoint
     state = train_state.create_train_state(
         streams.key(config.seed, streams.INIT), model,
         optim.create_optimizer(config, learning_rate_fn, plan.steps_per_epoch),
-        ema=train_state.keeps_average(config))
+        ema=train_state.keeps_average(config.average))
     # Replicated over the mesh before restoring, so that each process restores its own
     # copies: a restored array moved there afterwards would need a cross-host transfer.
     replicated = NamedSharding(mesh, P())

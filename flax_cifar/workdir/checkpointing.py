@@ -208,7 +208,7 @@ def architecture(config: ml_collections.ConfigDict) -> dict:
     frozen (compat.architecture_flags)."""
     plain = config.to_dict()
     fields = {name: plain[name] for name in ARCHITECTURE_FIELDS}
-    fields.update(compat.architecture_flags(ema=train_state.keeps_average(config),
+    fields.update(compat.architecture_flags(ema=train_state.keeps_average(config.average),
                                             whitened=bool(config.whitening.layer)))
     return compat.jsonable(fields)
 
