@@ -32,6 +32,8 @@ MAIN_MISUSES = [  # (arguments, what the one line must say)
      "--config.train.batch_sise: the config has no such field; did you mean 'batch_size'?"),
     (['--config', CONFIG, '--config.num_epochs=3'],  # a field from before the sections
      '--config.num_epochs: the field is now --config.train.epochs'),
+    (['--config', CONFIG, '--config.augment.flipp=1'],
+     "--config.augment.flipp: the config has no such field; did you mean 'flip'?"),
     (['--config', CONFIG, '--config.lookahead.every=3'],
      '--config.lookahead.every: the field is now --config.average.lookahead.every'),
     (['--config', CONFIG, '--config.average.lookahead.bogus=1'],

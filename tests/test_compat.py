@@ -55,6 +55,7 @@ def test_a_flat_config_reads_as_todays_sections():
     assert compat.moved_key('lookahead.every') == 'average.lookahead.every'
     assert compat.moved_key('onecycle_div_factor') == 'optim.start_div_factor'
     assert compat.moved_key('train.epochs') is None
+    assert compat.moved_key('augment.flipp') is None  # a typo in today's section, not a move
 
 
 def test_a_checkpoint_saved_with_a_flat_config_restores_and_resumes(tmp_path):

@@ -53,10 +53,12 @@ MOVED_FIELDS = {
 
 
 def moved_key(key: str) -> str | None:
-    """Today's dotted path of a flat config key ('num_epochs', 'lookahead.every'), or None."""
+    """Today's dotted path of a flat config key ('num_epochs', 'lookahead.every'), or None
+    (also for today's keys: 'augment.flip' is not the flat bool 'augment' with a part)."""
     first, dot, rest = RENAMED_FIELDS.get(key, key).partition('.')
-    first = RENAMED_FIELDS.get(first, first)
-    return MOVED_FIELDS[first] + dot + rest if first in MOVED_FIELDS else None
+    if first not in MOVED_FIELDS or (dot and first != 'lookahead'):  # the one flat section
+        return None
+    return MOVED_FIELDS[first] + dot + rest
 
 
 def upgrade_config(config: dict) -> dict:
