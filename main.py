@@ -64,8 +64,9 @@ def unknown_field_message(error: str, argv: list[str]) -> str:
     name = re.search(r"[A-Za-z_]\w*", error).group()
     keys = [arg[len('--config.'):].split('=')[0] for arg in argv if arg.startswith('--config.')]
     key = next((k for k in keys if name in k.split('.')), name)
-    if compat.moved_key(key):
-        return f'--config.{key}: the field is now --config.{compat.moved_key(key)}'
+    moved = compat.moved_key(key)
+    if moved:
+        return f'--config.{key}: the field is now --config.{moved}'
     suggestion = re.search(r'Did you mean "([^"]+)"', error)
     hint = f'; did you mean {suggestion.group(1)!r}?' if suggestion else ''
     return f'--config.{key}: the config has no such field{hint}'
