@@ -121,15 +121,17 @@ def assert_same_layer(module, reference, x, grad_atol):
     gradients to its parameters and input; returns the parameters."""
     params = reference.init(jax.random.key(1), x)
     assert jax.tree.all(jax.tree.map(jnp.array_equal, params, module.init(jax.random.key(1), x)))
-    out, out_ref = module.apply(params, x), reference.apply(params, x)
+    # Jitted, as training runs them (and one compile, not one per small op: seconds a case).
+    apply = jax.jit(lambda layer, params, x: layer.apply(params, x), static_argnums=0)
+    out, out_ref = apply(module, params, x), apply(reference, params, x)
     assert out.shape == out_ref.shape
     assert jnp.allclose(out, out_ref, atol=1e-5)
 
     def loss(layer, params, x):
         return jnp.sum(jnp.sin(layer.apply(params, x)))
 
-    grads = jax.grad(loss, argnums=(1, 2))(module, params, x)
-    grads_ref = jax.grad(loss, argnums=(1, 2))(reference, params, x)
+    grad = jax.jit(jax.grad(loss, argnums=(1, 2)), static_argnums=0)
+    grads, grads_ref = grad(module, params, x), grad(reference, params, x)
     assert jax.tree.all(jax.tree.map(lambda a, b: jnp.allclose(a, b, atol=grad_atol), grads,
                                      grads_ref))
     return params
