@@ -72,3 +72,44 @@ def test_every_config_flag_a_user_is_shown_names_a_field():
     unknown = [f'{path}: {key}' for path, key in shown
                if key not in fields | sections and not key.startswith('model_args.')]
     assert not unknown, unknown
+
+
+# A config file and the `--config.<key>=<value>` flags after it, as a shown command has them
+# (a line may continue with a backslash).
+COMMAND = re.compile(r'(configs/[\w/]+\.py)((?:[ \t]+(?:\\\n[ \t]*)?--config\.[\w.]+=[^\s`]+)+)')
+
+
+def test_every_config_a_user_is_shown_passes_the_config_checks(tmp_path):
+    """Each config file with overrides in the README, the configs' run lines and the shipped
+    model's README, parsed as main.py parses it, passes validate_config: a combination the
+    checks refuse (Muon's rate without its optimizer) fails here, not on a user's machine."""
+    import shlex
+
+    from absl import flags
+    from ml_collections import config_flags
+
+    from flax_cifar import validation
+    from flax_cifar.errors import InputError
+    paths = ['README.md', *glob.glob('pretrained/*/README.md', root_dir=REPO),
+             *glob.glob('configs/**/*.py', root_dir=REPO, recursive=True)]
+    shown = []
+    for path in paths:
+        with open(os.path.join(REPO, path)) as f:
+            shown += [(path, m.group(1), shlex.split(m.group(2).replace('\\\n', ' ')))
+                      for m in COMMAND.finditer(f.read())]
+    assert len(shown) > 10
+    refused = []
+    for path, config_file, overrides in shown:
+        # The placeholder dataset paths name a folder that exists here.
+        overrides = [re.sub(r'=(folder|arrays):/path/to/\S+', rf'=\1:{tmp_path}', flag)
+                     for flag in overrides]
+        argv = ['main.py', '--config', os.path.join(REPO, config_file), *overrides]
+        flag_values = flags.FlagValues()  # the overrides' flags are made from argv
+        config_flags.DEFINE_config_file('config', None, flag_values=flag_values,
+                                        lock_config=True, sys_argv=argv)
+        flag_values(argv)
+        try:
+            validation.validate_config(flag_values.config, num_devices=1)
+        except InputError as e:
+            refused.append(f'{path}: {config_file} {" ".join(overrides)}: {e}')
+    assert not refused, refused
