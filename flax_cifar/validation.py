@@ -153,10 +153,11 @@ def check_fields(config: ml_collections.ConfigDict) -> None:
     """Every field by its rule; a field flax_cifar does not read, or one missing, is named."""
     flat = traverse_util.flatten_dict(  # 'train.epochs'; model_args one field
         config.to_dict(), sep='.', is_leaf=lambda path, _: path == ('model_args',))
-    for name in [name for name in flat if name not in FIELDS]:  # in the config's order
-        moved = compat.moved_key(name)
-        raise ConfigError(f'config.{name} is now config.{moved}' if moved else
-                          f'config.{name} is not a field flax_cifar reads (a typo? the '
+    unknown = next((name for name in flat if name not in FIELDS), None)  # the config's first
+    if unknown:
+        moved = compat.moved_key(unknown)
+        raise ConfigError(f'config.{unknown} is now config.{moved}' if moved else
+                          f'config.{unknown} is not a field flax_cifar reads (a typo? the '
                           f'fields: configs/default.py)')
     for name, rule in FIELDS.items():
         _require(name in flat, f'config.{name} is missing (configs/default.py defines it)')
